@@ -1,0 +1,1 @@
+//! The tlsgate runtime.

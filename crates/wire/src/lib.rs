@@ -1,0 +1,8 @@
+//! Pure, bounded parsers over `&[u8]` for the first bytes of a connection.
+//!
+//! Nothing here consumes bytes: callers keep their buffer and replay it. Every parser returns one of
+//! three outcomes — complete, need more bytes, or invalid — and never panics on any input.
+
+pub mod client_hello;
+
+pub use client_hello::{ClientHelloInfo, HelloError, Peek, peek_client_hello};
