@@ -1,0 +1,170 @@
+//! Typed runtime configuration. Built by the binary's config layer after validation; it cannot hold an
+//! invalid value (names are parsed patterns, TLS configs are built, addresses are parsed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tlsgate_policy::FqdnPattern;
+
+/// Everything a running tlsgate needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    /// CIDRs exempt from the destination guard.
+    pub allow_destinations: Vec<IpNet>,
+    /// A DNS server to resolve upstream names with instead of the system resolver.
+    pub dns_server: Option<SocketAddr>,
+}
+
+/// One listening socket and its role.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub kind: ListenerKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    /// Edge: read the ClientHello without consuming it, tunnel the exact bytes to a relay.
+    TlsPassthrough(EdgeTls),
+    /// Edge: plain HTTP/1.1 in, each request forwarded to the relay over HTTP/2 + TLS 1.3.
+    Http(EdgeHttp),
+    /// Relay: terminate the outer TLS, route by inner SNI / CONNECT authority / Host.
+    Relay(RelayListener),
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeTls {
+    pub relay: Arc<RelayUpstream>,
+    /// Port named in `CONNECT name:PORT`.
+    pub inner_port: u16,
+    /// Name used for ClientHellos without SNI; `None` refuses them.
+    pub default_sni: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeHttp {
+    pub relay: Arc<RelayUpstream>,
+}
+
+/// How inner connections travel to the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/2 CONNECT streams multiplexed over pooled TLS 1.3 connections.
+    H2,
+    /// One outer TLS 1.3 connection per inner connection, the inner bytes raw inside it.
+    Tls,
+}
+
+/// A relay as seen from an edge.
+#[derive(Debug)]
+pub struct RelayUpstream {
+    pub name: String,
+    /// Host (name or IP literal) and port to connect to.
+    pub host: String,
+    pub port: u16,
+    /// SNI of the outer TLS; also the name verified in the relay's certificate.
+    pub server_name: rustls_pki_types::ServerName<'static>,
+    pub transport: Transport,
+    /// Client TLS config with ALPN `h2` (TLS 1.3 only).
+    pub tls_h2: Arc<rustls::ClientConfig>,
+    /// Client TLS config without ALPN, for the raw `tls` transport (TLS 1.3 only).
+    pub tls_raw: Arc<rustls::ClientConfig>,
+    /// Number of h2 connections kept open.
+    pub pool_size: usize,
+}
+
+/// A relay listener.
+#[derive(Debug, Clone)]
+pub struct RelayListener {
+    /// Server TLS config (TLS 1.3, ALPN `h2` and `http/1.1`, optional client verification).
+    pub tls: Arc<rustls::ServerConfig>,
+    pub routes: Arc<Routes>,
+}
+
+/// Ordered routes; the first whose pattern matches wins.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub pattern: FqdnPattern,
+    /// Upstream for tunnelled TLS (CONNECT :443, the raw `tls` transport).
+    pub tls: Option<UpstreamTarget>,
+    /// Upstream for forwarded plain HTTP (requests over h2 or HTTP/1.1, CONNECT :80).
+    pub http: Option<UpstreamTarget>,
+}
+
+/// `host:port`, where the host may be the requested name itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    pub host: TargetHost,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetHost {
+    /// A fixed host name or IP literal.
+    Fixed(String),
+    /// `{sni}`: the requested name (inner SNI, CONNECT authority or Host).
+    Requested,
+}
+
+/// Every network wait, named. Defaults are in [`Timeouts::default`] and documented in docs/config.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub detect: Duration,
+    pub connect: Duration,
+    pub handshake: Duration,
+    pub idle: Duration,
+    pub http_header_read: Duration,
+    pub shutdown_grace: Duration,
+    pub relay_wait: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            // A client that has not sent its whole ClientHello in 10 s is not a browser on a bad link.
+            detect: Duration::from_secs(10),
+            connect: Duration::from_secs(5),
+            handshake: Duration::from_secs(10),
+            // Long enough for interactive sessions, short enough to reclaim abandoned tunnels.
+            idle: Duration::from_secs(300),
+            http_header_read: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            // New tunnels wait briefly for a relay that is reconnecting instead of failing at once.
+            relay_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Every buffer and count, bounded. Defaults are in [`Limits::default`] and documented in docs/config.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_client_hello: usize,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub http1_max_headers: usize,
+    pub http1_max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // Post-quantum hellos are ~2 KB; 16 KiB leaves room for large session tickets and ECH.
+            max_client_hello: 16 * 1024,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
+            http1_max_headers: 100,
+            http1_max_header_bytes: 64 * 1024,
+        }
+    }
+}

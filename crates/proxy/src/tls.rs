@@ -1,0 +1,104 @@
+//! Building rustls configurations for the roles. Inputs are DER; file loading is the config layer's job.
+
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// ALPN for HTTP/2.
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN for HTTP/1.1.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("no usable CA certificate in the bundle")]
+    EmptyTrustAnchors,
+    #[error("CA certificate rejected: {0}")]
+    BadTrustAnchor(#[source] rustls::Error),
+    #[error("certificate and key do not form a usable identity: {0}")]
+    BadIdentity(#[source] rustls::Error),
+    #[error("client verifier: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn root_store(cas: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(ca.clone())
+            .map_err(TlsConfigError::BadTrustAnchor)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsConfigError::EmptyTrustAnchors);
+    }
+    Ok(roots)
+}
+
+/// A client identity for mTLS: chain and key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key material never appears in Debug output.
+        f.debug_struct("Identity")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The edge's client configs towards a relay: TLS 1.3 only, the relay's certificate verified against
+/// `cas`. Returns `(with ALPN h2, without ALPN)`.
+pub fn relay_client_configs(
+    cas: &[CertificateDer<'static>],
+    identity: Option<Identity>,
+) -> Result<(Arc<ClientConfig>, Arc<ClientConfig>), TlsConfigError> {
+    let roots = root_store(cas)?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsConfigError::BadIdentity)?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(TlsConfigError::BadIdentity)?,
+        None => builder.with_no_client_auth(),
+    };
+    let raw = Arc::new(config.clone());
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok((Arc::new(config), raw))
+}
+
+/// The relay's server config: TLS 1.3 only, ALPN `h2` then `http/1.1`, optional client verification.
+pub fn relay_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_cas: Option<&[CertificateDer<'static>]>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsConfigError::BadIdentity)?;
+    let builder = match client_cas {
+        Some(cas) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
+                    .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(TlsConfigError::BadIdentity)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
