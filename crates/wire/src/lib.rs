@@ -4,5 +4,7 @@
 //! three outcomes — complete, need more bytes, or invalid — and never panics on any input.
 
 pub mod client_hello;
+pub mod http_head;
 
 pub use client_hello::{ClientHelloInfo, HelloError, Peek, peek_client_hello};
+pub use http_head::{HttpSniff, looks_like_http_request};
