@@ -256,6 +256,7 @@ fn reassemble(buf: &[u8], max: usize) -> Result<Reassembled<'_>, HelloError> {
     let mut declared = 0usize;
     let mut pos = 0usize;
     loop {
+        // Every record before `pos` is wholly in `buf`, so `fragments` holds `declared` bytes.
         let header = &buf[pos..buf.len().min(pos + RECORD_HEADER_LEN)];
         check_record_start(header, pos)?;
         // What the handshake still needs beyond the records seen so far, if known.
@@ -279,28 +280,24 @@ fn reassemble(buf: &[u8], max: usize) -> Result<Reassembled<'_>, HelloError> {
         declared += len;
 
         let total = handshake_total(&fragments)?;
-        if let Some(total) = total {
-            if declared > total {
-                return Err(HelloError::TrailingHandshakeData);
-            }
-            // At least one more record header and the rest of the message.
-            let beyond = total - declared;
-            if beyond > 0 {
-                check_bound(record_end + RECORD_HEADER_LEN + beyond, max)?;
-            }
+        if total.is_some_and(|total| declared > total) {
+            return Err(HelloError::TrailingHandshakeData);
         }
+        // Handshake bytes the records after this one must carry (a lower bound while the
+        // handshake header is incomplete); each such record costs a header too.
+        let beyond = match total {
+            Some(total) => total - declared,
+            None => HANDSHAKE_HEADER_LEN.saturating_sub(declared),
+        };
+        let next_records = if beyond > 0 {
+            RECORD_HEADER_LEN + beyond
+        } else {
+            0
+        };
+        check_bound(record_end + next_records, max)?;
         if record_end > buf.len() {
-            let beyond = match total {
-                Some(total) => total - declared,
-                None => HANDSHAKE_HEADER_LEN.saturating_sub(declared),
-            };
-            let next_record = if beyond > 0 {
-                RECORD_HEADER_LEN + beyond
-            } else {
-                0
-            };
             return Ok(Reassembled::Incomplete {
-                need: record_end - buf.len() + next_record,
+                need: record_end - buf.len() + next_records,
             });
         }
         if total == Some(fragments.bytes().len()) {
