@@ -1,0 +1,115 @@
+//! The testkit's own checks: origins answer the small clients with the right bodies and the
+//! right certificate; leaves are written with private key modes.
+
+use std::os::unix::fs::PermissionsExt;
+
+use tlsgate_testkit::{
+    TestCa, client_config, http_get, https_get, pattern, spawn_http_origin, spawn_https_origin,
+};
+
+#[tokio::test]
+async fn https_origin_answers_h2_and_h1_with_its_certificate() {
+    tlsgate_testkit::init_tracing();
+    let ca = TestCa::new("testkit CA");
+    let leaf = ca.issue(&["origin.example.com", "127.0.0.1"]);
+    let origin = spawn_https_origin("alpha", &leaf).await;
+
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let reply = https_get(
+            origin.addr,
+            "origin.example.com",
+            client_config(&ca, &[alpn]),
+            "/",
+        )
+        .await
+        .expect("GET / through the origin");
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            String::from_utf8_lossy(&reply.body),
+            "origin=alpha host=origin.example.com path=/\n"
+        );
+        assert_eq!(reply.alpn.as_deref(), Some(alpn));
+        assert_eq!(
+            tlsgate_testkit::sha256(&reply.peer_leaf_der),
+            leaf.sha256_fingerprint()
+        );
+    }
+}
+
+#[tokio::test]
+async fn https_origin_streams_pattern_bytes() {
+    let ca = TestCa::new("testkit CA");
+    let leaf = ca.issue(&["bytes.example.com"]);
+    let origin = spawn_https_origin("bytes", &leaf).await;
+    let len = 1_000_003;
+    let reply = https_get(
+        origin.addr,
+        "bytes.example.com",
+        client_config(&ca, &[b"h2"]),
+        &format!("/bytes/{len}"),
+    )
+    .await
+    .expect("GET /bytes/N");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), len);
+    assert!(reply.body == pattern(0, len), "pattern bytes differ");
+}
+
+#[tokio::test]
+async fn https_origin_rejects_an_untrusted_client() {
+    let ca = TestCa::new("testkit CA");
+    let other_ca = TestCa::new("someone else");
+    let origin = spawn_https_origin("alpha", &ca.issue(&["origin.example.com"])).await;
+    let err = https_get(
+        origin.addr,
+        "origin.example.com",
+        client_config(&other_ca, &[b"h2"]),
+        "/",
+    )
+    .await
+    .expect_err("a client trusting another CA must fail the handshake");
+    assert!(err.contains("TLS handshake"), "{err}");
+}
+
+#[tokio::test]
+async fn http_origin_reports_host_and_path() {
+    let origin = spawn_http_origin("plain").await;
+    let reply = http_get(origin.addr, "plain.example.com", "/some/path")
+        .await
+        .expect("GET over HTTP/1.1");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        "origin=plain host=plain.example.com path=/some/path\n"
+    );
+    let headers = http_get(origin.addr, "plain.example.com", "/headers")
+        .await
+        .expect("GET /headers");
+    assert!(
+        String::from_utf8_lossy(&headers.body).contains("host: plain.example.com"),
+        "{:?}",
+        String::from_utf8_lossy(&headers.body)
+    );
+}
+
+#[test]
+fn leaf_files_have_private_key_mode() {
+    let dir = std::env::temp_dir().join(format!("tg-testkit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca = TestCa::new("testkit CA");
+    let leaf = ca.issue_client("edge-a");
+    let (cert, key) = leaf.write_pem(&dir, "edge");
+    let mode = std::fs::metadata(&key)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        std::fs::read_to_string(&cert)
+            .expect("cert file")
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let cloned = leaf.clone();
+    assert_eq!(cloned.sha256_fingerprint(), leaf.sha256_fingerprint());
+    std::fs::remove_dir_all(&dir).expect("removing temp dir");
+}
