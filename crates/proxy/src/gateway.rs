@@ -1,12 +1,30 @@
-//! The running gateway: binds every listener, serves until cancelled, then drains.
+//! The running gateway: binds every listener, accepts and dispatches connections to their role, and
+//! on shutdown stops accepting at once and lets in-flight work finish within the grace period.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, Listener, ListenerKind, RelayUpstream};
+use crate::context::{ConnCtx, Shared};
+use crate::error::ConnError;
+use crate::flow::{FlowRecord, Flows, Mode, Role};
+use crate::io::Moved;
+use crate::transport::RelayClient;
+use crate::upstream::DestinationGuard;
+use crate::{edge, relay};
+
+/// Flow records kept for slow subscribers before they start losing the oldest.
+const FLOW_BUS_CAPACITY: usize = 4096;
+/// Pause after an accept error (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +43,7 @@ pub enum BindError {
 pub struct Gateway {
     config: Config,
     sockets: Vec<TcpListener>,
+    flows: Flows,
 }
 
 impl Gateway {
@@ -43,7 +62,11 @@ impl Gateway {
                     })?;
             sockets.push(socket);
         }
-        Ok(Self { config, sockets })
+        Ok(Self {
+            config,
+            sockets,
+            flows: Flows::new(FLOW_BUS_CAPACITY),
+        })
     }
 
     /// `(listener name, bound address)` for every listener, in config order.
@@ -56,8 +79,169 @@ impl Gateway {
             .collect()
     }
 
+    /// Flow records from now on (one per connection, stream or HTTP request outcome).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FlowRecord>> {
+        self.flows.subscribe()
+    }
+
     /// Serves until `shutdown` is cancelled, then lets in-flight work finish within the grace period.
     pub async fn run(self, shutdown: CancellationToken) {
+        let shared = Arc::new(Shared {
+            timeouts: self.config.timeouts,
+            limits: self.config.limits,
+            guard: DestinationGuard::new(self.config.allow_destinations.clone()),
+            flows: self.flows.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let tracker = TaskTracker::new();
+        let mut relays: HashMap<*const RelayUpstream, Arc<RelayClient>> = HashMap::new();
+        let mut accept_loops = Vec::new();
+        for (listener, socket) in self.config.listeners.into_iter().zip(self.sockets) {
+            let relay = relay_of(&listener).map(|upstream| {
+                relays
+                    .entry(Arc::as_ptr(upstream))
+                    .or_insert_with(|| {
+                        Arc::new(RelayClient::new(
+                            upstream.clone(),
+                            shared.timeouts,
+                            shutdown.clone(),
+                        ))
+                    })
+                    .clone()
+            });
+            if let Ok(addr) = socket.local_addr() {
+                tracing::info!(listener = %listener.name, %addr, kind = kind_name(&listener.kind), "listening");
+            }
+            let role = Arc::new(ListenerTask {
+                name: listener.name.as_str().into(),
+                listener,
+                relay,
+                shared: shared.clone(),
+            });
+            accept_loops.push(tokio::spawn(accept_loop(
+                socket,
+                role,
+                tracker.clone(),
+                shutdown.clone(),
+            )));
+        }
         shutdown.cancelled().await;
+        // Listeners close as their accept loops end: no new connections from here on.
+        for accept in accept_loops {
+            let _ = accept.await;
+        }
+        tracker.close();
+        let grace = shared.timeouts.shutdown_grace;
+        tracing::info!(
+            in_flight = tracker.len(),
+            ?grace,
+            "shutting down: draining connections"
+        );
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = tracker.len(),
+                "grace period over: closing remaining connections"
+            );
+        }
+    }
+}
+
+fn relay_of(listener: &Listener) -> Option<&Arc<RelayUpstream>> {
+    match &listener.kind {
+        ListenerKind::TlsPassthrough(edge) => Some(&edge.relay),
+        ListenerKind::Http(edge) => Some(&edge.relay),
+        ListenerKind::Relay(_) => None,
+    }
+}
+
+fn kind_name(kind: &ListenerKind) -> &'static str {
+    match kind {
+        ListenerKind::TlsPassthrough(_) => "tls-passthrough",
+        ListenerKind::Http(_) => "http",
+        ListenerKind::Relay(_) => "relay",
+    }
+}
+
+/// What one listener's connections need.
+struct ListenerTask {
+    name: Arc<str>,
+    listener: Listener,
+    relay: Option<Arc<RelayClient>>,
+    shared: Arc<Shared>,
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    task: Arc<ListenerTask>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(task.shared.limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = socket.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        let (tcp, client) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(listener = %task.name, "accept failed: {e}");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let ctx = ConnCtx::new(
+                task.name.clone(),
+                role_of(&task.listener.kind),
+                Mode::Splice,
+                client,
+            );
+            ctx.finish(
+                &task.shared,
+                Moved::default(),
+                &Err(ConnError::LocalListenerFull),
+            );
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let task = task.clone();
+        tracker.spawn(async move {
+            task.serve(tcp, client).await;
+            drop(permit);
+        });
+    }
+}
+
+fn role_of(kind: &ListenerKind) -> Role {
+    match kind {
+        ListenerKind::Relay(_) => Role::Relay,
+        _ => Role::Edge,
+    }
+}
+
+impl ListenerTask {
+    async fn serve(&self, tcp: TcpStream, client: SocketAddr) {
+        let shared = &self.shared;
+        match (&self.listener.kind, &self.relay) {
+            (ListenerKind::TlsPassthrough(edge), Some(relay)) => {
+                edge::passthrough::serve(tcp, client, self.name.clone(), edge, relay, shared).await
+            }
+            (ListenerKind::Http(_), Some(relay)) => {
+                edge::http::serve(
+                    tcp,
+                    client,
+                    self.name.clone(),
+                    relay.clone(),
+                    shared.clone(),
+                )
+                .await
+            }
+            (ListenerKind::Relay(relay), _) => {
+                relay::serve(tcp, client, self.name.clone(), relay, shared.clone()).await
+            }
+            // Edge listeners always get a relay client in `run`.
+            (_, None) => {}
+        }
     }
 }

@@ -1,0 +1,74 @@
+//! What every connection task shares (limits, guard, flow bus, shutdown) and its own context, from
+//! which the one flow record of the connection is written.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Limits, Timeouts};
+use crate::error::ConnError;
+use crate::flow::{FlowRecord, Flows, Mode, Role};
+use crate::io::Moved;
+use crate::upstream::DestinationGuard;
+
+/// Shared by all connections of a gateway.
+#[derive(Debug)]
+pub struct Shared {
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub guard: DestinationGuard,
+    pub flows: Flows,
+    /// Cancelled when the gateway stops accepting; connections drain within the grace period.
+    pub shutdown: CancellationToken,
+}
+
+/// One connection's (or stream's, or request's) story so far.
+#[derive(Debug, Clone)]
+pub struct ConnCtx {
+    pub listener: Arc<str>,
+    pub role: Role,
+    pub mode: Mode,
+    pub client: SocketAddr,
+    pub started: Instant,
+    pub name: Option<String>,
+    pub upstream: Option<String>,
+    pub status: Option<u16>,
+}
+
+impl ConnCtx {
+    pub fn new(listener: Arc<str>, role: Role, mode: Mode, client: SocketAddr) -> Self {
+        Self {
+            listener,
+            role,
+            mode,
+            client,
+            started: Instant::now(),
+            name: None,
+            upstream: None,
+            status: None,
+        }
+    }
+
+    /// Writes the flow record for this context: the only place a connection's outcome is recorded.
+    pub fn finish(self, shared: &Shared, moved: Moved, result: &Result<(), ConnError>) {
+        let error = result.as_ref().err();
+        let record = FlowRecord {
+            time: SystemTime::now(),
+            listener: self.listener,
+            role: self.role,
+            mode: self.mode,
+            client: self.client,
+            name: self.name,
+            upstream: self.upstream,
+            reason: error.map(ConnError::reason),
+            detail: error.map(ToString::to_string),
+            status: self.status,
+            bytes_from_client: moved.from_client,
+            bytes_to_client: moved.to_client,
+            duration: self.started.elapsed(),
+        };
+        shared.flows.emit(record, error);
+    }
+}

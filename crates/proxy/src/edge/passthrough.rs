@@ -1,0 +1,82 @@
+//! `tls-passthrough` listener: read the ClientHello without consuming it, pick the name (SNI or the
+//! configured default), and carry the client's exact bytes to the relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+
+use crate::config::{EdgeTls, Transport};
+use crate::context::{ConnCtx, Shared};
+use crate::detect;
+use crate::error::ConnError;
+use crate::flow::{Mode, Role};
+use crate::io::{Moved, splice};
+use crate::transport::{RelayClient, Tunnel};
+
+/// Serves one client connection to completion and records its flow.
+pub async fn serve(
+    tcp: TcpStream,
+    client: SocketAddr,
+    listener: Arc<str>,
+    edge: &EdgeTls,
+    relay: &RelayClient,
+    shared: &Shared,
+) {
+    let mut ctx = ConnCtx::new(listener, Role::Edge, Mode::Tunnel, client);
+    let (moved, result) = tunnel(tcp, &mut ctx, edge, relay, shared).await;
+    ctx.finish(shared, moved, &result);
+}
+
+async fn tunnel(
+    mut tcp: TcpStream,
+    ctx: &mut ConnCtx,
+    edge: &EdgeTls,
+    relay: &RelayClient,
+    shared: &Shared,
+) -> (Moved, Result<(), ConnError>) {
+    let mut prefix = BytesMut::with_capacity(2048);
+    let hello = match detect::read_client_hello(
+        &mut tcp,
+        &mut prefix,
+        shared.limits.max_client_hello,
+        shared.timeouts.detect,
+    )
+    .await
+    {
+        Ok(hello) => hello,
+        Err(e) => return (read_only(&prefix), Err(e)),
+    };
+    let (name, has_sni) = match (hello.sni, &edge.default_sni) {
+        (Some(sni), _) => (sni, true),
+        (None, Some(default)) => (default.clone(), false),
+        (None, None) => return (read_only(&prefix), Err(ConnError::ClientNoSni)),
+    };
+    let authority = format!("{name}:{}", edge.inner_port);
+    ctx.name = Some(name);
+    ctx.upstream = Some(relay.upstream.name.clone());
+    // Without an SNI the relay cannot route a raw `tls` tunnel; a CONNECT stream names the target.
+    let opened = if has_sni || relay.upstream.transport == Transport::H2 {
+        relay.open(&authority).await
+    } else {
+        relay.open_h2(&authority).await.map(Tunnel::H2)
+    };
+    let tunnel = match opened {
+        Ok(tunnel) => tunnel,
+        Err(e) => return (read_only(&prefix), Err(e)),
+    };
+    let prefix = prefix.freeze();
+    let idle = shared.timeouts.idle;
+    match tunnel {
+        Tunnel::H2(stream) => splice(tcp, stream, prefix, Bytes::new(), idle).await,
+        Tunnel::Tls(stream) => splice(tcp, stream, prefix, Bytes::new(), idle).await,
+    }
+}
+
+fn read_only(prefix: &BytesMut) -> Moved {
+    Moved {
+        from_client: prefix.len() as u64,
+        to_client: 0,
+    }
+}

@@ -1,0 +1,128 @@
+//! One error type for a connection's ending, naming the side at fault.
+//!
+//! `reason()` is a stable snake_case label used in logs, flow records and metric labels; it never
+//! contains peer-controlled text. The full list is documented in docs/flows.md.
+
+use std::io;
+use std::net::IpAddr;
+
+use tlsgate_wire::HelloError;
+
+/// Why a connection (or a stream inside one) ended without being served.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    // --- client side ---
+    #[error("client sent no complete ClientHello within the detect timeout")]
+    ClientHelloTimeout,
+    #[error("client closed the connection before a complete ClientHello")]
+    ClientClosedEarly,
+    #[error("client's first bytes are not a TLS handshake")]
+    ClientNotTls,
+    #[error("client's ClientHello is invalid: {0}")]
+    ClientHelloInvalid(HelloError),
+    #[error("client's ClientHello has no SNI and no default is configured")]
+    ClientNoSni,
+    #[error("client's TLS handshake failed: {0}")]
+    ClientHandshake(#[source] io::Error),
+    #[error("client's TLS handshake did not finish within the handshake timeout")]
+    ClientHandshakeTimeout,
+    #[error("client i/o: {0}")]
+    ClientIo(#[source] io::Error),
+    #[error("client's request has no Host")]
+    ClientNoHost,
+    #[error("the tunnel was idle longer than the idle timeout")]
+    IdleTimeout,
+
+    // --- policy ---
+    #[error("no route for the requested name")]
+    PolicyNoRoute,
+    #[error("the requested port has no route")]
+    PolicyPortNotRouted,
+    #[error("inner SNI differs from the CONNECT authority")]
+    PolicyInnerSniMismatch,
+    #[error("inner connection has no SNI; the CONNECT authority cannot be checked")]
+    PolicyInnerSniMissing,
+    #[error("destination {0} is forbidden by the destination guard")]
+    PolicyDestinationForbidden(IpAddr),
+    #[error("listener is at its connection limit")]
+    LocalListenerFull,
+
+    // --- upstream side (origins and relays) ---
+    #[error("resolving the upstream name failed: {0}")]
+    UpstreamResolve(#[source] io::Error),
+    #[error("the upstream name resolved to no address")]
+    UpstreamNoAddress,
+    #[error("connecting to the upstream timed out")]
+    UpstreamConnectTimeout,
+    #[error("connecting to the upstream failed: {0}")]
+    UpstreamConnect(#[source] io::Error),
+    #[error("upstream i/o: {0}")]
+    UpstreamIo(#[source] io::Error),
+    #[error("the relay is not reachable: {0}")]
+    RelayUnavailable(String),
+    #[error("the relay refused the tunnel with HTTP status {0}")]
+    RelayRefused(u16),
+    #[error("HTTP exchange with the relay failed: {0}")]
+    RelayHttp(#[source] hyper::Error),
+    #[error("HTTP exchange with the upstream failed: {0}")]
+    UpstreamHttp(#[source] hyper::Error),
+    #[error("the upstream's response head is invalid")]
+    UpstreamBadResponse,
+}
+
+impl ConnError {
+    /// A stable snake_case label for logs, flows and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ClientHelloTimeout => "client_hello_timeout",
+            Self::ClientClosedEarly => "client_closed_early",
+            Self::ClientNotTls => "client_not_tls",
+            Self::ClientHelloInvalid(HelloError::TooLarge) => "client_hello_too_large",
+            Self::ClientHelloInvalid(_) => "client_hello_invalid",
+            Self::ClientNoSni => "client_no_sni",
+            Self::ClientHandshake(_) => "client_handshake_failed",
+            Self::ClientHandshakeTimeout => "client_handshake_timeout",
+            Self::ClientIo(_) => "client_io",
+            Self::ClientNoHost => "client_no_host",
+            Self::IdleTimeout => "idle_timeout",
+            Self::PolicyNoRoute => "no_route",
+            Self::PolicyPortNotRouted => "port_not_routed",
+            Self::PolicyInnerSniMismatch => "inner_sni_mismatch",
+            Self::PolicyInnerSniMissing => "inner_sni_missing",
+            Self::PolicyDestinationForbidden(_) => "destination_forbidden",
+            Self::LocalListenerFull => "listener_full",
+            Self::UpstreamResolve(_) => "upstream_resolve_failed",
+            Self::UpstreamNoAddress => "upstream_no_address",
+            Self::UpstreamConnectTimeout => "upstream_connect_timeout",
+            Self::UpstreamConnect(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                "upstream_connect_refused"
+            }
+            Self::UpstreamConnect(_) => "upstream_connect_failed",
+            Self::UpstreamIo(_) => "upstream_io",
+            Self::RelayUnavailable(_) => "relay_unavailable",
+            Self::RelayRefused(_) => "relay_refused",
+            Self::RelayHttp(_) => "relay_http_error",
+            Self::UpstreamHttp(_) => "upstream_http_error",
+            Self::UpstreamBadResponse => "upstream_bad_response",
+        }
+    }
+
+    /// Whether the ending points at something wrong on this side (logged at `warn`) rather than at
+    /// a peer or a policy decision (logged at `debug`/`info`).
+    pub fn is_local_fault(&self) -> bool {
+        matches!(self, Self::LocalListenerFull)
+    }
+
+    /// Whether the ending is a policy refusal (logged at `info`: operators want to see those).
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Self::PolicyNoRoute
+                | Self::PolicyPortNotRouted
+                | Self::PolicyInnerSniMismatch
+                | Self::PolicyInnerSniMissing
+                | Self::PolicyDestinationForbidden(_)
+                | Self::ClientNoSni
+        )
+    }
+}

@@ -1,0 +1,77 @@
+//! The raw `tls` transport on the relay: after the outer layer, the inner ClientHello follows;
+//! route by its SNI and splice. Bytes that are not TLS are served as HTTP/1.1 (a proxy client that
+//! offered no ALPN).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::RelayService;
+use crate::config::RelayListener;
+use crate::context::{ConnCtx, Shared};
+use crate::detect;
+use crate::error::ConnError;
+use crate::flow::{Mode, Role};
+use crate::io::{Moved, Prefixed, splice};
+use crate::route::Traffic;
+use crate::upstream;
+
+pub async fn serve<S>(
+    mut io: S,
+    client: SocketAddr,
+    listener: Arc<str>,
+    relay: &RelayListener,
+    service: RelayService,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut ctx = ConnCtx::new(listener, Role::Relay, Mode::Splice, client);
+    let mut prefix = BytesMut::with_capacity(2048);
+    let hello = detect::read_client_hello(
+        &mut io,
+        &mut prefix,
+        shared.limits.max_client_hello,
+        shared.timeouts.detect,
+    )
+    .await;
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(ConnError::ClientNotTls) => {
+            let io = Prefixed::new(prefix.freeze(), io);
+            return super::serve_http1(io, service, &shared).await;
+        }
+        Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
+    };
+    let Some(sni) = hello.sni else {
+        return ctx.finish(&shared, read_only(&prefix), &Err(ConnError::ClientNoSni));
+    };
+    ctx.name = Some(sni.clone());
+    let Some((host, port)) = relay.routes.target(&sni, Traffic::Tls) else {
+        return ctx.finish(&shared, read_only(&prefix), &Err(ConnError::PolicyNoRoute));
+    };
+    ctx.upstream = Some(format!("{host}:{port}"));
+    let upstream =
+        match upstream::connect(&host, port, Some(&shared.guard), shared.timeouts.connect).await {
+            Ok(stream) => stream,
+            Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
+        };
+    let (moved, result) = splice(
+        io,
+        upstream,
+        prefix.freeze(),
+        Bytes::new(),
+        shared.timeouts.idle,
+    )
+    .await;
+    ctx.finish(&shared, moved, &result);
+}
+
+fn read_only(prefix: &BytesMut) -> Moved {
+    Moved {
+        from_client: prefix.len() as u64,
+        to_client: 0,
+    }
+}

@@ -1,0 +1,239 @@
+//! The relay's HTTP service, for HTTP/2 and HTTP/1.1 outer connections alike:
+//! - `CONNECT name:443`: route by name, connect, answer 200, then peek the inner ClientHello and
+//!   refuse the stream if its SNI differs from the authority; splice the exact bytes.
+//! - `CONNECT name:80`: route to the name's HTTP upstream and splice (HTTP upgrades from edges).
+//! - any other request: route by `:authority` / Host to the name's HTTP upstream and forward it as
+//!   HTTP/1.1, bodies streamed.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::Routes;
+use crate::context::{ConnCtx, Shared};
+use crate::detect;
+use crate::error::ConnError;
+use crate::flow::{Mode, Role};
+use crate::http_util::{host_of, local_response, status_for, strip_hop_by_hop};
+use crate::io::{Moved, splice};
+use crate::route::{Traffic, traffic_for_connect_port};
+use crate::transport::Body;
+use crate::upstream;
+
+/// Per outer connection; cloned per request by hyper.
+#[derive(Clone)]
+pub struct RelayService {
+    listener: Arc<str>,
+    client: SocketAddr,
+    routes: Arc<Routes>,
+    shared: Arc<Shared>,
+}
+
+impl RelayService {
+    pub fn new(
+        listener: Arc<str>,
+        client: SocketAddr,
+        routes: Arc<Routes>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            listener,
+            client,
+            routes,
+            shared,
+        }
+    }
+
+    fn ctx(&self, mode: Mode) -> ConnCtx {
+        ConnCtx::new(self.listener.clone(), Role::Relay, mode, self.client)
+    }
+
+    /// Ends a request with a local answer and its flow record.
+    fn refuse(&self, mut ctx: ConnCtx, status: StatusCode, error: ConnError) -> Response<Body> {
+        let response = local_response(status, &error);
+        ctx.status = Some(status.as_u16());
+        ctx.finish(&self.shared, Moved::default(), &Err(error));
+        response
+    }
+
+    async fn connect_upstream(&self, host: &str, port: u16) -> Result<TcpStream, ConnError> {
+        upstream::connect(
+            host,
+            port,
+            Some(&self.shared.guard),
+            self.shared.timeouts.connect,
+        )
+        .await
+    }
+
+    async fn tunnel(self, req: Request<Incoming>) -> Response<Body> {
+        let mut ctx = self.ctx(Mode::Splice);
+        let Some(authority) = req.uri().authority().cloned() else {
+            return self.refuse(ctx, StatusCode::BAD_REQUEST, ConnError::ClientNoHost);
+        };
+        let name = host_of(authority.as_str());
+        ctx.name = Some(name.clone());
+        let Some(traffic) = authority.port_u16().and_then(traffic_for_connect_port) else {
+            return self.refuse(ctx, StatusCode::FORBIDDEN, ConnError::PolicyPortNotRouted);
+        };
+        let Some((host, port)) = self.routes.target(&name, traffic) else {
+            return self.refuse(ctx, StatusCode::FORBIDDEN, ConnError::PolicyNoRoute);
+        };
+        ctx.upstream = Some(format!("{host}:{port}"));
+        let upstream = match self.connect_upstream(&host, port).await {
+            Ok(stream) => stream,
+            Err(e) => return self.refuse(ctx, status_for(&e), e),
+        };
+        let on_upgrade = hyper::upgrade::on(req);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let (moved, result) = match on_upgrade.await {
+                Ok(io) => carry(TokioIo::new(io), upstream, traffic, &name, &shared).await,
+                Err(e) => (Moved::default(), Err(ConnError::RelayHttp(e))),
+            };
+            ctx.status = Some(200);
+            ctx.finish(&shared, moved, &result);
+        });
+        Response::new(Empty::new().map_err(|never| match never {}).boxed())
+    }
+
+    async fn forward(self, req: Request<Incoming>) -> Response<Body> {
+        let mut ctx = self.ctx(Mode::Http);
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let Some(authority) = authority else {
+            return self.refuse(ctx, StatusCode::BAD_REQUEST, ConnError::ClientNoHost);
+        };
+        let name = host_of(&authority);
+        ctx.name = Some(name.clone());
+        let Some((host, port)) = self.routes.target(&name, Traffic::Http) else {
+            return self.refuse(ctx, StatusCode::FORBIDDEN, ConnError::PolicyNoRoute);
+        };
+        ctx.upstream = Some(format!("{host}:{port}"));
+        match self.send_upstream(req, &authority, &host, port).await {
+            Ok(response) => {
+                ctx.status = Some(response.status().as_u16());
+                ctx.finish(&self.shared, Moved::default(), &Ok(()));
+                response
+            }
+            Err(e) => self.refuse(ctx, status_for(&e), e),
+        }
+    }
+
+    async fn send_upstream(
+        &self,
+        req: Request<Incoming>,
+        authority: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Response<Body>, ConnError> {
+        let tcp = self.connect_upstream(host, port).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(ConnError::UpstreamHttp)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream http connection ended: {e}");
+            }
+        });
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        parts.uri = Uri::try_from(path).map_err(|_| ConnError::ClientNoHost)?;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        let host_value = HeaderValue::from_str(authority).map_err(|_| ConnError::ClientNoHost)?;
+        parts.headers.insert(header::HOST, host_value);
+        let request = Request::from_parts(parts, body.boxed());
+        let response =
+            tokio::time::timeout(self.shared.timeouts.idle, sender.send_request(request))
+                .await
+                .map_err(|_| ConnError::UpstreamConnectTimeout)?
+                .map_err(ConnError::UpstreamHttp)?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// After the CONNECT was accepted: for TLS, check the inner SNI against the authority, then splice.
+async fn carry(
+    mut io: TokioIo<hyper::upgrade::Upgraded>,
+    upstream: TcpStream,
+    traffic: Traffic,
+    authority_name: &str,
+    shared: &Shared,
+) -> (Moved, Result<(), ConnError>) {
+    let idle = shared.timeouts.idle;
+    if traffic == Traffic::Http {
+        return splice(io, upstream, Bytes::new(), Bytes::new(), idle).await;
+    }
+    let mut prefix = BytesMut::with_capacity(2048);
+    let read_only = |prefix: &BytesMut| Moved {
+        from_client: prefix.len() as u64,
+        to_client: 0,
+    };
+    let hello = detect::read_client_hello(
+        &mut io,
+        &mut prefix,
+        shared.limits.max_client_hello,
+        shared.timeouts.detect,
+    )
+    .await;
+    match hello {
+        Err(e) => (read_only(&prefix), Err(e)),
+        // No SNI: nothing contradicts the authority, which already chose the upstream.
+        Ok(hello)
+            if hello
+                .sni
+                .as_deref()
+                .is_some_and(|sni| !same_name(sni, authority_name)) =>
+        {
+            (read_only(&prefix), Err(ConnError::PolicyInnerSniMismatch))
+        }
+        Ok(_) => splice(io, upstream, prefix.freeze(), Bytes::new(), idle).await,
+    }
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+impl hyper::service::Service<Request<Incoming>> for RelayService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            Ok(if req.method() == Method::CONNECT {
+                this.tunnel(req).await
+            } else {
+                this.forward(req).await
+            })
+        })
+    }
+}
