@@ -1,1 +1,8 @@
-fn main() {}
+//! The tlsgate binary: see `cli` for the commands and `config` for the file format.
+
+mod cli;
+mod config;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

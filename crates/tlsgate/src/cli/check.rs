@@ -1,0 +1,53 @@
+//! `tlsgate check`: everything `run` does short of binding sockets.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use tlsgate_proxy::config::{Config, ListenerKind};
+
+use crate::config;
+
+pub fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!("config OK: {}", summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            let plural = if problems.len() == 1 { "" } else { "s" };
+            eprintln!("{}: {} problem{plural}", path.display(), problems.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `2 listeners (http: http on 0.0.0.0:80 via relay provider-b, ...)`.
+pub fn summary(config: &Config) -> String {
+    let listeners: Vec<String> = config.listeners.iter().map(describe_listener).collect();
+    let plural = if listeners.len() == 1 { "" } else { "s" };
+    format!(
+        "{} listener{plural} ({})",
+        listeners.len(),
+        listeners.join("; ")
+    )
+}
+
+fn describe_listener(listener: &tlsgate_proxy::config::Listener) -> String {
+    let (kind, detail) = match &listener.kind {
+        ListenerKind::TlsPassthrough(edge) => {
+            ("tls-passthrough", format!("via relay {}", edge.relay.name))
+        }
+        ListenerKind::Http(edge) => ("http", format!("via relay {}", edge.relay.name)),
+        ListenerKind::Relay(relay) => {
+            let n = relay.routes.routes.len();
+            (
+                "relay",
+                format!("{n} route{}", if n == 1 { "" } else { "s" }),
+            )
+        }
+    };
+    format!("{}: {kind} on {} {detail}", listener.name, listener.listen)
+}

@@ -1,0 +1,110 @@
+//! Command line: `run`, `check` and `demo`. Each command returns an exit code; errors are printed
+//! with their whole context chain.
+
+mod check;
+mod demo;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+const LONG_ABOUT: &str = "\
+tlsgate is a TLS-aware egress gateway. One binary, one YAML config, three jobs:
+
+  edge    On the customer side: accept TLS (kind tls-passthrough) and plain HTTP (kind http),
+          read the ClientHello or request head without terminating anything, and carry the exact
+          bytes to a relay inside an outer TLS 1.3 connection (HTTP/2 CONNECT streams by default).
+  relay   On the provider side: terminate that outer TLS (optionally requiring client
+          certificates), then route each inner connection by its SNI / CONNECT authority / Host
+          to an upstream listed in `routes`.
+  policy  Inspect and decide per connection (TLS interception, L7 rules, flow records). This job
+          is not configurable yet; today's config files describe edges and relays.
+
+A config file may hold edge listeners, relay listeners, or both. The format is documented in
+docs/config.md; `tlsgate check` reports every problem in a file at once, each with its key path.";
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+  Validate configs without binding sockets (parses, loads certificates and keys, builds TLS):
+    tlsgate check --config examples/firewall-tunnel/edge.yaml
+    tlsgate check --config examples/firewall-tunnel/relay.yaml
+
+  Run the relay on the provider side, then the edge on the customer side:
+    tlsgate run --config examples/firewall-tunnel/relay.yaml
+    tlsgate run --config examples/firewall-tunnel/edge.yaml --log-level debug
+
+  Try an edge and a relay together on this machine (not implemented yet):
+    tlsgate demo tunnel
+
+Logging: RUST_LOG (e.g. RUST_LOG=tlsgate_proxy=debug) unless --log-level is given.
+Stop `run` with SIGINT or SIGTERM: listeners close, in-flight work gets timeouts.shutdown_grace;
+a second signal exits at once.";
+
+#[derive(Debug, Parser)]
+#[command(name = "tlsgate", version, about, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the listeners of a config file until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Validate a config file without binding sockets; report every problem with its key path.
+    Check(ConfigArg),
+    /// Self-contained demonstrations on this machine.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The YAML config file (see docs/config.md).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Log filter, e.g. `info` or `tlsgate_proxy=debug,info`. Overrides RUST_LOG; default `info`.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DemoCommand {
+    /// An edge and a relay tunnelling to a local origin, with a client going through them.
+    Tunnel,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::run(&args.config.config, args.log_level.as_deref()),
+        Command::Check(args) => check::check(&args.config),
+        Command::Demo(DemoCommand::Tunnel) => demo::tunnel(),
+    }
+}
+
+/// Prints an error with its context chain and returns the failure exit code.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err:#}");
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

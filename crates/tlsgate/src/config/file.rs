@@ -1,0 +1,158 @@
+//! The file shape: what a user may write, nothing more. Every struct denies unknown keys; values are
+//! kept close to their text so `validate()` can report each bad one with its key path.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::lenient::Lenient;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub relays: Vec<Lenient<RelayFile>>,
+    #[serde(default)]
+    pub listeners: Vec<Lenient<ListenerFile>>,
+    #[serde(default)]
+    pub allow_destinations: Vec<String>,
+    #[serde(default)]
+    pub dns: Option<Lenient<DnsFile>>,
+    #[serde(default)]
+    pub timeouts: Option<Lenient<TimeoutsFile>>,
+    #[serde(default)]
+    pub limits: Option<Lenient<LimitsFile>>,
+}
+
+/// A relay as seen from an edge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    pub name: String,
+    /// `host:port`; the host may be a name, resolved at connect time.
+    pub address: String,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub transport: Option<TransportFile>,
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportFile {
+    H2,
+    Tls,
+}
+
+/// One listener. The keys allowed depend on `kind`; `validate()` refuses keys a kind does not use
+/// rather than ignoring them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub name: String,
+    pub kind: ListenerKindFile,
+    pub listen: String,
+    /// Edge kinds: the relay to tunnel to.
+    #[serde(default)]
+    pub relay: Option<String>,
+    /// `tls-passthrough`: port named in `CONNECT name:PORT`.
+    #[serde(default)]
+    pub inner_port: Option<u16>,
+    /// `tls-passthrough`: name for ClientHellos without SNI.
+    #[serde(default)]
+    pub default_sni: Option<String>,
+    /// `relay`: the outer TLS identity.
+    #[serde(default)]
+    pub tls: Option<ServerTlsFile>,
+    /// `relay`: where inner connections go.
+    #[serde(default)]
+    pub routes: Option<Vec<Lenient<RouteFile>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerKindFile {
+    TlsPassthrough,
+    Http,
+    Relay,
+}
+
+impl ListenerKindFile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TlsPassthrough => "tls-passthrough",
+            Self::Http => "http",
+            Self::Relay => "relay",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(default)]
+    pub tls: Option<String>,
+    #[serde(default)]
+    pub http: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    pub server: String,
+}
+
+/// Absent keys take `tlsgate_proxy::config::Timeouts::default()`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    #[serde(default, with = "humantime_serde::option")]
+    pub detect: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub handshake: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub http_header_read: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub shutdown_grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub relay_wait: Option<Duration>,
+}
+
+/// Absent keys take `tlsgate_proxy::config::Limits::default()`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    #[serde(default)]
+    pub max_client_hello: Option<usize>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub h2_max_concurrent_streams: Option<u32>,
+    #[serde(default)]
+    pub http1_max_headers: Option<usize>,
+    #[serde(default)]
+    pub http1_max_header_bytes: Option<usize>,
+}

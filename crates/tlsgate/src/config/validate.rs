@@ -1,0 +1,992 @@
+//! `validate()`: the file shape into `tlsgate_proxy::config::Config`, collecting every problem.
+//!
+//! Each check records its error and yields `None`; a value is only built once all of its parts are
+//! good, so one mistake produces one message, never a cascade. Nothing touches the network:
+//! relay and upstream hosts are checked for syntax only and resolved at connect time.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls_pki_types::ServerName;
+use tlsgate_policy::FqdnPattern;
+use tlsgate_policy::fqdn::normalize_name;
+use tlsgate_proxy::config::{
+    Config, EdgeHttp, EdgeTls, Limits, Listener, ListenerKind, RelayListener, RelayUpstream, Route,
+    Routes, TargetHost, Timeouts, Transport, UpstreamTarget,
+};
+use tlsgate_proxy::tls::{self, Identity, TlsConfigError};
+
+use super::file::{
+    DnsFile, FileConfig, LimitsFile, ListenerFile, ListenerKindFile, RelayFile, RouteFile,
+    ServerTlsFile, TimeoutsFile, TransportFile,
+};
+use super::lenient::Lenient;
+use super::{ConfigError, join_path, pem};
+
+/// h2 connections kept to each relay when `pool_size` is absent: one connection multiplexes
+/// `h2_max_concurrent_streams` tunnels, which is plenty for an edge; raise it for more.
+pub const DEFAULT_POOL_SIZE: usize = 1;
+/// Port named in `CONNECT name:PORT` by `tls-passthrough` listeners when `inner_port` is absent.
+pub const DEFAULT_INNER_PORT: u16 = 443;
+/// The placeholder for the requested name in a route target.
+const SNI_PLACEHOLDER: &str = "{sni}";
+
+/// Turns the parsed file into the runtime config, or returns every problem found (in file order).
+pub fn validate(file: FileConfig, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut v = Validator {
+        base_dir,
+        errors: Vec::new(),
+    };
+    let relays = v.relays(file.relays);
+    let listeners = v.listeners(file.listeners, &relays);
+    let allow_destinations = v.allow_destinations(&file.allow_destinations);
+    let dns_server = file.dns.and_then(|dns| v.dns(dns));
+    let timeouts = v.timeouts(file.timeouts);
+    let limits = v.limits(file.limits);
+    if !v.errors.is_empty() {
+        return Err(v.errors);
+    }
+    Ok(Config {
+        listeners,
+        timeouts,
+        limits,
+        allow_destinations,
+        dns_server,
+    })
+}
+
+/// Relay names to what became of them; `None` for a relay that had errors (already reported).
+type RelayTable = HashMap<String, Option<Arc<RelayUpstream>>>;
+
+struct Validator<'a> {
+    base_dir: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    /// Records `result`'s error at `path`; `Some` on success.
+    fn check<T>(&mut self, path: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.error(path, message)).ok()
+    }
+
+    /// Reports a lenient element's errors under `at`; its value if it could be built.
+    fn parsed<T>(&mut self, at: &str, element: Lenient<T>) -> Option<T> {
+        for error in element.errors {
+            self.error(join_path(at, &error.path), error.message);
+        }
+        element.value
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    fn certs(
+        &mut self,
+        at: String,
+        path: &Path,
+    ) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
+        let result = pem::load_certs(path, &self.resolve(path));
+        self.check(at, result)
+    }
+
+    fn private_key(
+        &mut self,
+        at: String,
+        path: &Path,
+    ) -> Option<rustls_pki_types::PrivateKeyDer<'static>> {
+        let result = pem::load_private_key(path, &self.resolve(path));
+        self.check(at, result)
+    }
+
+    /// A name must be non-empty and used once; `seen` maps names to the first path using them.
+    fn unique_name(
+        &mut self,
+        at: &str,
+        name: &str,
+        what: &str,
+        seen: &mut HashMap<String, String>,
+    ) {
+        if name.trim().is_empty() {
+            self.error(format!("{at}.name"), "must not be empty");
+            return;
+        }
+        if let Some(first) = seen.get(name) {
+            self.error(
+                format!("{at}.name"),
+                format!("duplicate {what} name {name:?} (first used by {first})"),
+            );
+            return;
+        }
+        seen.insert(name.to_owned(), at.to_owned());
+    }
+
+    // ---- relays (edge side) ----
+
+    fn relays(&mut self, relays: Vec<Lenient<RelayFile>>) -> RelayTable {
+        let mut table = RelayTable::new();
+        let mut seen = HashMap::new();
+        for (index, relay) in relays.into_iter().enumerate() {
+            let at = format!("relays[{index}]");
+            let name = relay.name.clone();
+            let Some(relay) = self.parsed(&at, relay) else {
+                // Keep the name so listeners using it do not also report "unknown relay".
+                if let Some(name) = name {
+                    table.entry(name).or_insert(None);
+                }
+                continue;
+            };
+            self.unique_name(&at, &relay.name, "relay", &mut seen);
+            let name = relay.name.clone();
+            let upstream = self.relay(&at, relay).map(Arc::new);
+            table.entry(name).or_insert(upstream);
+        }
+        table
+    }
+
+    fn relay(&mut self, at: &str, relay: RelayFile) -> Option<RelayUpstream> {
+        let address = parse_host_port(&relay.address);
+        let address = self.check(format!("{at}.address"), address);
+        let server_name = match (&relay.server_name, &address) {
+            (Some(name), _) => {
+                let result = parse_server_name(name);
+                self.check(format!("{at}.server_name"), result)
+            }
+            (None, Some((host, _))) => {
+                let result = parse_server_name(host);
+                self.check(format!("{at}.address"), result)
+            }
+            (None, None) => None,
+        };
+        let cas = self.certs(format!("{at}.ca"), &relay.ca);
+        let identity = self.client_identity(at, &relay);
+        let pool_size = match relay.pool_size {
+            Some(0) => {
+                self.error(format!("{at}.pool_size"), "must be at least 1");
+                None
+            }
+            size => Some(size.unwrap_or(DEFAULT_POOL_SIZE)),
+        };
+        let transport = match relay.transport {
+            None | Some(TransportFile::H2) => Transport::H2,
+            Some(TransportFile::Tls) => Transport::Tls,
+        };
+
+        let ((host, port), server_name, cas, identity, pool_size) =
+            (address?, server_name?, cas?, identity?, pool_size?);
+        let (tls_h2, tls_raw) = match tls::relay_client_configs(&cas, identity) {
+            Ok(configs) => configs,
+            Err(err) => {
+                let key = match err {
+                    TlsConfigError::EmptyTrustAnchors | TlsConfigError::BadTrustAnchor(_) => "ca",
+                    _ => "client_cert",
+                };
+                self.error(
+                    format!("{at}.{key}"),
+                    format!("building TLS client config: {err}"),
+                );
+                return None;
+            }
+        };
+        Some(RelayUpstream {
+            name: relay.name,
+            host,
+            port,
+            server_name,
+            transport,
+            tls_h2,
+            tls_raw,
+            pool_size,
+        })
+    }
+
+    /// `Some(None)`: no client certificate; `None`: an error was recorded.
+    fn client_identity(&mut self, at: &str, relay: &RelayFile) -> Option<Option<Identity>> {
+        match (&relay.client_cert, &relay.client_key) {
+            (None, None) => Some(None),
+            (Some(cert), Some(key)) => {
+                let chain = self.certs(format!("{at}.client_cert"), cert);
+                let key = self.private_key(format!("{at}.client_key"), key);
+                Some(Some(Identity {
+                    chain: chain?,
+                    key: key?,
+                }))
+            }
+            (Some(_), None) => {
+                self.error(
+                    format!("{at}.client_key"),
+                    "required when client_cert is set",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.error(
+                    format!("{at}.client_cert"),
+                    "required when client_key is set",
+                );
+                None
+            }
+        }
+    }
+
+    // ---- listeners ----
+
+    fn listeners(
+        &mut self,
+        listeners: Vec<Lenient<ListenerFile>>,
+        relays: &RelayTable,
+    ) -> Vec<Listener> {
+        if listeners.is_empty() {
+            self.error(
+                "listeners",
+                "no listeners configured; add at least one (see docs/config.md)",
+            );
+        }
+        let mut names = HashMap::new();
+        let mut addresses: HashMap<SocketAddr, String> = HashMap::new();
+        let mut built = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let at = format!("listeners[{index}]");
+            let Some(listener) = self.parsed(&at, listener) else {
+                continue;
+            };
+            self.unique_name(&at, &listener.name, "listener", &mut names);
+            let listen = self.listen_address(&at, &listener.listen, &mut addresses);
+            let name = listener.name.clone();
+            let kind = self.listener_kind(&at, listener, relays);
+            if let (Some(listen), Some(kind)) = (listen, kind) {
+                built.push(Listener { name, listen, kind });
+            }
+        }
+        built
+    }
+
+    fn listen_address(
+        &mut self,
+        at: &str,
+        text: &str,
+        seen: &mut HashMap<SocketAddr, String>,
+    ) -> Option<SocketAddr> {
+        let at = format!("{at}.listen");
+        let Ok(addr) = text.parse::<SocketAddr>() else {
+            self.error(
+                at,
+                format!("{text:?}: expected ip:port, e.g. 0.0.0.0:443 or [::]:443"),
+            );
+            return None;
+        };
+        // Port 0 picks a fresh port each time, so it never collides.
+        if addr.port() != 0 {
+            if let Some(first) = seen.get(&addr) {
+                self.error(at, format!("{addr} is already used by {first}"));
+                return None;
+            }
+            seen.insert(addr, at);
+        }
+        Some(addr)
+    }
+
+    fn listener_kind(
+        &mut self,
+        at: &str,
+        listener: ListenerFile,
+        relays: &RelayTable,
+    ) -> Option<ListenerKind> {
+        let kind = listener.kind;
+        let present = [
+            ("relay", listener.relay.is_some()),
+            ("inner_port", listener.inner_port.is_some()),
+            ("default_sni", listener.default_sni.is_some()),
+            ("tls", listener.tls.is_some()),
+            ("routes", listener.routes.is_some()),
+        ];
+        let allowed: &[&str] = match kind {
+            ListenerKindFile::TlsPassthrough => &["relay", "inner_port", "default_sni"],
+            ListenerKindFile::Http => &["relay"],
+            ListenerKindFile::Relay => &["tls", "routes"],
+        };
+        for (key, _) in present
+            .iter()
+            .filter(|(key, set)| *set && !allowed.contains(key))
+        {
+            self.error(
+                format!("{at}.{key}"),
+                format!("not used by kind {}; remove it", kind.as_str()),
+            );
+        }
+
+        match kind {
+            ListenerKindFile::TlsPassthrough => {
+                let relay = self.relay_reference(at, listener.relay.as_deref(), relays);
+                let default_sni = match &listener.default_sni {
+                    None => Some(None),
+                    Some(name) => {
+                        let result = normalize_name(name)
+                            .map(Some)
+                            .map_err(|e| format!("{name:?}: {e}"));
+                        self.check(format!("{at}.default_sni"), result)
+                    }
+                };
+                let inner_port = match listener.inner_port {
+                    Some(0) => {
+                        self.error(format!("{at}.inner_port"), "must be 1-65535");
+                        None
+                    }
+                    port => Some(port.unwrap_or(DEFAULT_INNER_PORT)),
+                };
+                Some(ListenerKind::TlsPassthrough(EdgeTls {
+                    relay: relay?,
+                    inner_port: inner_port?,
+                    default_sni: default_sni?,
+                }))
+            }
+            ListenerKindFile::Http => {
+                let relay = self.relay_reference(at, listener.relay.as_deref(), relays)?;
+                Some(ListenerKind::Http(EdgeHttp { relay }))
+            }
+            ListenerKindFile::Relay => {
+                let tls = match &listener.tls {
+                    Some(tls) => self.server_tls(&format!("{at}.tls"), tls),
+                    None => {
+                        self.error(format!("{at}.tls"), "required for kind relay");
+                        None
+                    }
+                };
+                let routes = self.routes(at, listener.routes);
+                Some(ListenerKind::Relay(RelayListener {
+                    tls: tls?,
+                    routes: Arc::new(routes?),
+                }))
+            }
+        }
+    }
+
+    fn relay_reference(
+        &mut self,
+        at: &str,
+        name: Option<&str>,
+        relays: &RelayTable,
+    ) -> Option<Arc<RelayUpstream>> {
+        let at = format!("{at}.relay");
+        let Some(name) = name else {
+            self.error(at, "required: the name of an entry in `relays`");
+            return None;
+        };
+        match relays.get(name) {
+            Some(relay) => relay.clone(),
+            None => {
+                let mut known: Vec<&str> = relays.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                let known = if known.is_empty() {
+                    "none are defined".to_owned()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                };
+                self.error(at, format!("unknown relay {name:?} ({known})"));
+                None
+            }
+        }
+    }
+
+    fn server_tls(&mut self, at: &str, tls: &ServerTlsFile) -> Option<Arc<rustls::ServerConfig>> {
+        let chain = self.certs(format!("{at}.cert"), &tls.cert);
+        let key = self.private_key(format!("{at}.key"), &tls.key);
+        let client_cas = match &tls.client_ca {
+            None => Some(None),
+            Some(path) => self.certs(format!("{at}.client_ca"), path).map(Some),
+        };
+        let (chain, key, client_cas) = (chain?, key?, client_cas?);
+        match tls::relay_server_config(chain, key, client_cas.as_deref()) {
+            Ok(config) => Some(config),
+            Err(err) => {
+                let path = match err {
+                    TlsConfigError::BadIdentity(_) => at.to_owned(),
+                    _ => format!("{at}.client_ca"),
+                };
+                self.error(path, format!("building TLS server config: {err}"));
+                None
+            }
+        }
+    }
+
+    fn routes(&mut self, at: &str, routes: Option<Vec<Lenient<RouteFile>>>) -> Option<Routes> {
+        let at = format!("{at}.routes");
+        let routes = match routes {
+            Some(routes) if !routes.is_empty() => routes,
+            _ => {
+                self.error(at, "a relay listener needs at least one route");
+                return None;
+            }
+        };
+        let mut built = Vec::with_capacity(routes.len());
+        let mut ok = true;
+        for (index, route) in routes.into_iter().enumerate() {
+            let at = format!("{at}[{index}]");
+            let route = self
+                .parsed(&at, route)
+                .and_then(|route| self.route(&at, &route));
+            match route {
+                Some(route) => built.push(route),
+                None => ok = false,
+            }
+        }
+        ok.then_some(Routes { routes: built })
+    }
+
+    fn route(&mut self, at: &str, route: &RouteFile) -> Option<Route> {
+        let pattern =
+            FqdnPattern::parse(&route.pattern).map_err(|e| format!("{:?}: {e}", route.pattern));
+        let pattern = self.check(format!("{at}.match"), pattern);
+        if route.tls.is_none() && route.http.is_none() {
+            self.error(at, "needs at least one of `tls` and `http` (the upstreams)");
+            return None;
+        }
+        let tls = self.target(format!("{at}.tls"), route.tls.as_deref());
+        let http = self.target(format!("{at}.http"), route.http.as_deref());
+        Some(Route {
+            pattern: pattern?,
+            tls: tls?,
+            http: http?,
+        })
+    }
+
+    /// `Some(None)` when absent; `None` after recording an error.
+    fn target(&mut self, at: String, text: Option<&str>) -> Option<Option<UpstreamTarget>> {
+        let Some(text) = text else {
+            return Some(None);
+        };
+        self.check(at, parse_target(text)).map(Some)
+    }
+
+    // ---- global sections ----
+
+    fn allow_destinations(&mut self, cidrs: &[String]) -> Vec<IpNet> {
+        let mut nets = Vec::with_capacity(cidrs.len());
+        for (index, text) in cidrs.iter().enumerate() {
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{text:?}: expected a CIDR like 10.0.0.0/8 or an IP address"));
+            nets.extend(self.check(format!("allow_destinations[{index}]"), net));
+        }
+        nets
+    }
+
+    fn dns(&mut self, dns: Lenient<DnsFile>) -> Option<SocketAddr> {
+        let dns = self.parsed("dns", dns)?;
+        let server = dns
+            .server
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("{:?}: expected ip:port, e.g. 192.0.2.53:53", dns.server));
+        self.check("dns.server", server)
+    }
+
+    fn timeouts(&mut self, file: Option<Lenient<TimeoutsFile>>) -> Timeouts {
+        let mut timeouts = Timeouts::default();
+        let Some(file) = file.and_then(|t| self.parsed("timeouts", t)) else {
+            return timeouts;
+        };
+        let fields = [
+            ("detect", &mut timeouts.detect, file.detect),
+            ("connect", &mut timeouts.connect, file.connect),
+            ("handshake", &mut timeouts.handshake, file.handshake),
+            ("idle", &mut timeouts.idle, file.idle),
+            (
+                "http_header_read",
+                &mut timeouts.http_header_read,
+                file.http_header_read,
+            ),
+            (
+                "shutdown_grace",
+                &mut timeouts.shutdown_grace,
+                file.shutdown_grace,
+            ),
+            ("relay_wait", &mut timeouts.relay_wait, file.relay_wait),
+        ];
+        for (key, slot, value) in fields {
+            match value {
+                Some(d) if d == Duration::ZERO => {
+                    self.error(format!("timeouts.{key}"), "must be greater than zero")
+                }
+                Some(d) => *slot = d,
+                None => {}
+            }
+        }
+        timeouts
+    }
+
+    fn limits(&mut self, file: Option<Lenient<LimitsFile>>) -> Limits {
+        let mut limits = Limits::default();
+        let Some(file) = file.and_then(|l| self.parsed("limits", l)) else {
+            return limits;
+        };
+        let fields = [
+            (
+                "max_client_hello",
+                &mut limits.max_client_hello,
+                file.max_client_hello,
+            ),
+            (
+                "max_connections",
+                &mut limits.max_connections,
+                file.max_connections,
+            ),
+            (
+                "http1_max_headers",
+                &mut limits.http1_max_headers,
+                file.http1_max_headers,
+            ),
+            (
+                "http1_max_header_bytes",
+                &mut limits.http1_max_header_bytes,
+                file.http1_max_header_bytes,
+            ),
+        ];
+        for (key, slot, value) in fields {
+            match value {
+                Some(0) => self.error(format!("limits.{key}"), "must be greater than zero"),
+                Some(n) => *slot = n,
+                None => {}
+            }
+        }
+        match file.h2_max_concurrent_streams {
+            Some(0) => self.error(
+                "limits.h2_max_concurrent_streams",
+                "must be greater than zero",
+            ),
+            Some(n) => limits.h2_max_concurrent_streams = n,
+            None => {}
+        }
+        limits
+    }
+}
+
+/// `host:port` where host is a DNS name, an IPv4 address or a bracketed IPv6 address. The host is
+/// returned without brackets, lower-cased.
+fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?}: expected host:port"));
+    };
+    let port = parse_port(text, port)?;
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let ip = v6
+            .parse::<Ipv6Addr>()
+            .map_err(|_| format!("{text:?}: {v6:?} is not an IPv6 address"))?;
+        return Ok((ip.to_string(), port));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        if ip.is_ipv6() {
+            return Err(format!(
+                "{text:?}: write IPv6 addresses in brackets, e.g. [{ip}]:{port}"
+            ));
+        }
+        return Ok((ip.to_string(), port));
+    }
+    let host = normalize_name(host).map_err(|e| format!("{text:?}: host {host:?}: {e}"))?;
+    Ok((host, port))
+}
+
+fn parse_port(text: &str, port: &str) -> Result<u16, String> {
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{text:?}: port must be 1-65535")),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// A route upstream: `host:port`, or `{sni}:port` for the requested name.
+fn parse_target(text: &str) -> Result<UpstreamTarget, String> {
+    if let Some((host, port)) = text.rsplit_once(':')
+        && host == SNI_PLACEHOLDER
+    {
+        return Ok(UpstreamTarget {
+            host: TargetHost::Requested,
+            port: parse_port(text, port)?,
+        });
+    }
+    if text.contains(SNI_PLACEHOLDER) {
+        return Err(format!(
+            "{text:?}: `{SNI_PLACEHOLDER}` must be the whole host, as in {{sni}}:443"
+        ));
+    }
+    let (host, port) = parse_host_port(text)?;
+    Ok(UpstreamTarget {
+        host: TargetHost::Fixed(host),
+        port,
+    })
+}
+
+fn parse_server_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_owned())
+        .map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    use super::*;
+    use crate::config::parse_and_validate;
+
+    fn validate_yaml(yaml: &str, dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        parse_and_validate(yaml, dir)
+    }
+
+    fn error_paths(result: Result<Config, Vec<ConfigError>>) -> Vec<String> {
+        let errors = result.expect_err("config must be refused");
+        errors.into_iter().map(|e| e.path).collect()
+    }
+
+    fn write(path: &Path, text: &str, mode: u32) {
+        fs::create_dir_all(path.parent().expect("file in a directory")).expect("mkdir");
+        fs::write(path, text).expect("write file");
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    /// A CA, a relay certificate for envoy-b.example.com and an edge client certificate, under
+    /// `dir/certs/`, keys 0600.
+    fn write_pki(dir: &Path) {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key"))
+            .expect("self-signed CA");
+        write(&dir.join("certs/ca.pem"), &ca.pem(), 0o644);
+        for (name, san) in [
+            ("relay", "envoy-b.example.com"),
+            ("edge", "edge.example.com"),
+        ] {
+            let key = KeyPair::generate().expect("leaf key");
+            let cert = CertificateParams::new(vec![san.to_owned()])
+                .expect("leaf params")
+                .signed_by(&key, &ca)
+                .expect("leaf signed");
+            write(&dir.join(format!("certs/{name}.pem")), &cert.pem(), 0o644);
+            write(
+                &dir.join(format!("certs/{name}.key")),
+                &key.serialize_pem(),
+                0o600,
+            );
+        }
+    }
+
+    const GOOD: &str = r#"
+relays:
+  - name: b
+    address: Envoy-B.example.com:8443
+    ca: certs/ca.pem
+    client_cert: certs/edge.pem
+    client_key: certs/edge.key
+listeners:
+  - name: https
+    kind: tls-passthrough
+    listen: 127.0.0.1:0
+    relay: b
+  - name: http
+    kind: http
+    listen: 127.0.0.1:0
+    relay: b
+  - name: relay
+    kind: relay
+    listen: "[::1]:0"
+    tls: {cert: certs/relay.pem, key: certs/relay.key, client_ca: certs/ca.pem}
+    routes:
+      - {match: private.service.example.com, tls: "private.service.example.com:443", http: "10.0.0.1:80"}
+      - {match: "*.svc.example.com", tls: "{sni}:443"}
+      - {match: fixed.example.com, tls: "{sni}:8443"}
+timeouts: {idle: 90s}
+limits: {max_connections: 10}
+"#;
+
+    #[test]
+    fn builds_runtime_config_with_documented_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_pki(dir.path());
+        let config = validate_yaml(GOOD, dir.path()).expect("valid config");
+
+        assert_eq!(config.timeouts.idle, Duration::from_secs(90));
+        let defaults = Timeouts::default();
+        assert_eq!(config.timeouts.detect, defaults.detect);
+        assert_eq!(config.timeouts.shutdown_grace, defaults.shutdown_grace);
+        assert_eq!(config.limits.max_connections, 10);
+        assert_eq!(
+            config.limits.max_client_hello,
+            Limits::default().max_client_hello
+        );
+
+        let [https, http, relay] = &config.listeners[..] else {
+            panic!("three listeners expected")
+        };
+        let ListenerKind::TlsPassthrough(edge) = &https.kind else {
+            panic!("https is tls-passthrough")
+        };
+        assert_eq!(edge.inner_port, DEFAULT_INNER_PORT);
+        assert_eq!(edge.default_sni, None);
+        assert_eq!(edge.relay.host, "envoy-b.example.com");
+        assert_eq!(edge.relay.port, 8443);
+        assert_eq!(edge.relay.transport, Transport::H2);
+        assert_eq!(edge.relay.pool_size, DEFAULT_POOL_SIZE);
+        assert_eq!(
+            edge.relay.server_name,
+            ServerName::try_from("envoy-b.example.com").expect("valid name")
+        );
+        assert_eq!(edge.relay.tls_h2.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(matches!(&http.kind, ListenerKind::Http(e) if Arc::ptr_eq(&e.relay, &edge.relay)));
+
+        let ListenerKind::Relay(relay) = &relay.kind else {
+            panic!("relay listener expected")
+        };
+        let routes = &relay.routes.routes;
+        assert_eq!(routes.len(), 3);
+        assert_eq!(
+            routes[0].http,
+            Some(UpstreamTarget {
+                host: TargetHost::Fixed("10.0.0.1".into()),
+                port: 80
+            })
+        );
+        assert_eq!(
+            routes[1].tls,
+            Some(UpstreamTarget {
+                host: TargetHost::Requested,
+                port: 443
+            })
+        );
+        assert_eq!(routes[1].http, None);
+        assert!(routes[1].pattern.matches("api.svc.example.com"));
+        // `{sni}` in a route for one fixed name is simply that name.
+        assert_eq!(
+            routes[2].tls.as_ref().map(|t| &t.host),
+            Some(&TargetHost::Requested)
+        );
+    }
+
+    #[test]
+    fn reports_every_semantic_problem_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_pki(dir.path());
+        let yaml = r#"
+relays:
+  - name: b
+    address: envoy-b.example.com
+    ca: certs/missing-ca.pem
+    client_cert: certs/edge.pem
+listeners:
+  - name: one
+    kind: tls-passthrough
+    listen: 0.0.0.0:443
+    relay: nowhere
+    default_sni: "bad name"
+  - name: one
+    kind: http
+    listen: 0.0.0.0:443
+    relay: b
+    routes: []
+  - name: r
+    kind: relay
+    listen: localhost:8443
+    tls: {cert: certs/relay.pem, key: certs/relay.key}
+    routes:
+      - {match: "a.*.com", tls: "x.example.com:443"}
+      - {match: ok.example.com}
+      - {match: ok2.example.com, http: "{sni}.internal:80"}
+  - name: r2
+    kind: relay
+    listen: 0.0.0.0:8444
+    tls: {cert: certs/relay.pem, key: certs/relay.key}
+allow_destinations: [10.0.0.0/8, not-a-cidr]
+dns: {server: "192.0.2.53"}
+timeouts: {detect: 0s}
+"#;
+        let errors = validate_yaml(yaml, dir.path()).expect_err("refused");
+        let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "relays[0].address",
+                "relays[0].ca",
+                "relays[0].client_key",
+                "listeners[0].relay",
+                "listeners[0].default_sni",
+                "listeners[1].name",
+                "listeners[1].listen",
+                "listeners[1].routes",
+                "listeners[2].listen",
+                "listeners[2].routes[0].match",
+                "listeners[2].routes[1]",
+                "listeners[2].routes[2].http",
+                "listeners[3].routes",
+                "allow_destinations[1]",
+                "dns.server",
+                "timeouts.detect",
+            ],
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered[1].contains("reading certs/missing-ca.pem: No such file"),
+            "{}",
+            rendered[1]
+        );
+        assert!(
+            rendered[3].contains(r#"unknown relay "nowhere" (defined: b)"#),
+            "{}",
+            rendered[3]
+        );
+        assert!(
+            rendered[5].contains("duplicate listener name \"one\""),
+            "{}",
+            rendered[5]
+        );
+        assert!(
+            rendered[9].contains("\"a.*.com\": `*` is only allowed"),
+            "{}",
+            rendered[9]
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_one_element_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = r#"
+relays:
+  - name: b
+    address: envoy-b.example.com:8443
+    ca: certs/ca.pem
+    transprot: h2
+listeners:
+  - name: https
+    kind: tls-passthrough
+    listen: 0.0.0.0:443
+    relay: b
+  - name: relay
+    kind: relay
+    listen: 0.0.0.0:8443
+    tls: {cert: certs/relay.pem, key: certs/relay.key}
+    routes:
+      - {match: "a.*.com", tls: "{sni}:443"}
+      - {match: ok.example.com, tls: "ok:443", weight: 3}
+limits: {max_connections: lots}
+"#;
+        let errors = validate_yaml(yaml, dir.path()).expect_err("refused");
+        let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        // The typo does not hide relays[0]'s missing CA; listeners[0] refers to relay b without
+        // an "unknown relay" error.
+        assert_eq!(
+            paths,
+            [
+                "relays[0].transprot",
+                "relays[0].ca",
+                "listeners[1].tls.cert",
+                "listeners[1].tls.key",
+                "listeners[1].routes[0].match",
+                "listeners[1].routes[1].weight",
+                "limits.max_connections",
+            ],
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered[0].contains("unknown field `transprot`"),
+            "{}",
+            rendered[0]
+        );
+    }
+
+    #[test]
+    fn top_level_unknown_key_is_reported_with_its_path_alongside_the_rest() {
+        let errors = validate_yaml("listeners: []\ntimeout: {idle: 5m}\n", Path::new("."))
+            .expect_err("refused");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["timeout", "listeners"], "{errors:?}");
+        assert!(
+            errors[0].message.contains("unknown field `timeout`"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn type_error_outside_lists_stops_with_its_path() {
+        let errors =
+            validate_yaml("relays: []\nlisteners: {a: 1}\n", Path::new(".")).expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "listeners", "{errors:?}");
+        assert!(
+            errors[0].message.contains("invalid type: map"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_is_reported_with_its_location() {
+        let errors = validate_yaml("listeners:\n  - name: x\n   bad: indent\n", Path::new("."))
+            .expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("line 3"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn refuses_key_file_readable_by_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_pki(dir.path());
+        let key = dir.path().join("certs/relay.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let yaml = "listeners:\n- {name: r, kind: relay, listen: \"0.0.0.0:1\", tls: {cert: certs/relay.pem, key: certs/relay.key}, routes: [{match: a.com, tls: \"a.com:443\"}]}\n";
+        let errors = validate_yaml(yaml, dir.path()).expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "listeners[0].tls.key");
+        assert_eq!(
+            errors[0].message,
+            format!(
+                "certs/relay.key is readable by group/others (mode 0644); run chmod 600 {}",
+                key.display()
+            )
+        );
+    }
+
+    #[test]
+    fn refuses_keys_a_listener_kind_does_not_use() {
+        let yaml = "relays: []\nlisteners:\n- {name: h, kind: http, listen: \"0.0.0.0:80\", inner_port: 443, default_sni: a.com}\n";
+        assert_eq!(
+            error_paths(validate_yaml(yaml, Path::new("."))),
+            [
+                "listeners[0].inner_port",
+                "listeners[0].default_sni",
+                "listeners[0].relay"
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_host_port_forms() {
+        assert_eq!(parse_host_port("[::1]:443"), Ok(("::1".into(), 443)));
+        assert_eq!(parse_host_port("10.0.0.1:80"), Ok(("10.0.0.1".into(), 80)));
+        assert_eq!(
+            parse_host_port("A.Example.com.:80"),
+            Ok(("a.example.com".into(), 80))
+        );
+        assert!(parse_host_port("::1:443").is_err_and(|e| e.contains("brackets")));
+        assert!(parse_host_port("a.com:0").is_err());
+        assert!(parse_host_port("a.com").is_err());
+        assert!(parse_host_port("a_b c:1").is_err());
+        assert!(parse_target("{sni}.internal:443").is_err_and(|e| e.contains("whole host")));
+        assert_eq!(
+            parse_target("{sni}:8443"),
+            Ok(UpstreamTarget {
+                host: TargetHost::Requested,
+                port: 8443
+            })
+        );
+    }
+}
