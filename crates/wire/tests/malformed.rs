@@ -341,3 +341,15 @@ fn keeps_facts_of_a_hello_in_a_record_of_the_maximum_size() {
     let info = complete(&stream, stream.len());
     assert_eq!(info.sni.as_deref(), Some(HOST));
 }
+
+#[test]
+fn reports_the_outer_sni_of_an_ech_hello() {
+    // encrypted_client_hello (0xfe0d), outer variant: the inner hello's name is encrypted, so the
+    // peeker can only see the public (outer) name. Synthesized; Debian 12 clients lack ECH.
+    let mut ech = vec![0, 0, 1, 0, 1, 0x2a];
+    ech.extend_from_slice(&prefixed16(&[0x11; 32]));
+    ech.extend_from_slice(&prefixed16(&[0x22; 144]));
+    let b = hello().ext(0xfe0d, ech);
+    let info = complete(&one_record(&b.message()), MAX);
+    assert_eq!(info.sni.as_deref(), Some(HOST));
+}
