@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Limits, Timeouts};
 use crate::error::ConnError;
@@ -22,6 +23,26 @@ pub struct Shared {
     pub flows: Flows,
     /// Cancelled when the gateway stops accepting; connections drain within the grace period.
     pub shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: every task still running is dropped (sockets close).
+    pub force: CancellationToken,
+    /// Every connection-scoped task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl Shared {
+    /// Spawns a connection-scoped task: tracked for draining, dropped when the grace period ends.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let force = self.force.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = force.cancelled() => {}
+            }
+        });
+    }
 }
 
 /// One connection's (or stream's, or request's) story so far.

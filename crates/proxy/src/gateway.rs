@@ -92,14 +92,17 @@ impl Gateway {
             guard: DestinationGuard::new(self.config.allow_destinations.clone()),
             flows: self.flows.clone(),
             shutdown: shutdown.clone(),
+            force: CancellationToken::new(),
+            tracker: TaskTracker::new(),
         });
-        let tracker = TaskTracker::new();
-        let mut relays: HashMap<*const RelayUpstream, Arc<RelayClient>> = HashMap::new();
+        let tracker = shared.tracker.clone();
+        // Keyed by the upstream's address: listeners naming the same relay share one client (and pool).
+        let mut relays: HashMap<usize, Arc<RelayClient>> = HashMap::new();
         let mut accept_loops = Vec::new();
         for (listener, socket) in self.config.listeners.into_iter().zip(self.sockets) {
             let relay = relay_of(&listener).map(|upstream| {
                 relays
-                    .entry(Arc::as_ptr(upstream))
+                    .entry(Arc::as_ptr(upstream) as usize)
                     .or_insert_with(|| {
                         Arc::new(RelayClient::new(
                             upstream.clone(),
@@ -118,12 +121,7 @@ impl Gateway {
                 relay,
                 shared: shared.clone(),
             });
-            accept_loops.push(tokio::spawn(accept_loop(
-                socket,
-                role,
-                tracker.clone(),
-                shutdown.clone(),
-            )));
+            accept_loops.push(tokio::spawn(accept_loop(socket, role, shutdown.clone())));
         }
         shutdown.cancelled().await;
         // Listeners close as their accept loops end: no new connections from here on.
@@ -142,6 +140,8 @@ impl Gateway {
                 in_flight = tracker.len(),
                 "grace period over: closing remaining connections"
             );
+            shared.force.cancel();
+            tracker.wait().await;
         }
     }
 }
@@ -170,12 +170,7 @@ struct ListenerTask {
     shared: Arc<Shared>,
 }
 
-async fn accept_loop(
-    socket: TcpListener,
-    task: Arc<ListenerTask>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(task.shared.limits.max_connections));
     loop {
         let accepted = tokio::select! {
@@ -205,9 +200,9 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let task = task.clone();
-        tracker.spawn(async move {
-            task.serve(tcp, client).await;
+        let conn = task.clone();
+        task.shared.spawn(async move {
+            conn.serve(tcp, client).await;
             drop(permit);
         });
     }

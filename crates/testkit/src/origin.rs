@@ -169,7 +169,11 @@ where
 }
 
 fn route(name: &str, req: Request<Incoming>) -> Response<OriginBody> {
-    let path = req.uri().path().to_owned();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     if req.method() == Method::POST && path == "/echo" {
         return Response::new(req.into_body().boxed());
     }

@@ -163,7 +163,7 @@ async fn upgrade(
     let leftover = buf.split_off(head_len).freeze();
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        shared.clone().spawn(async move {
             let (moved, result) = match on_upgrade.await {
                 Ok(client) => {
                     splice(

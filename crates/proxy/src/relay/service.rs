@@ -96,7 +96,7 @@ impl RelayService {
         };
         let on_upgrade = hyper::upgrade::on(req);
         let shared = self.shared.clone();
-        tokio::spawn(async move {
+        self.shared.clone().spawn(async move {
             let (moved, result) = match on_upgrade.await {
                 Ok(io) => carry(TokioIo::new(io), upstream, traffic, &name, &shared).await,
                 Err(e) => (Moved::default(), Err(ConnError::RelayHttp(e))),
@@ -149,7 +149,7 @@ impl RelayService {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(ConnError::UpstreamHttp)?;
-        tokio::spawn(async move {
+        self.shared.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream http connection ended: {e}");
             }

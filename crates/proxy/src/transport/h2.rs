@@ -175,8 +175,9 @@ impl Slot {
                     backoff = BACKOFF_MIN;
                     tracing::debug!(relay = %self.relay.name, "h2 connection to relay up");
                     self.state.send_replace(Some(sender));
+                    tokio::pin!(conn);
                     let ended = tokio::select! {
-                        r = conn => Some(r),
+                        r = conn.as_mut() => Some(r),
                         () = self.shutdown.cancelled() => None,
                     };
                     self.state.send_replace(None);
@@ -186,8 +187,12 @@ impl Slot {
                             tracing::info!(relay = %self.relay.name, "h2 connection to relay ended: {e}");
                             self.set_error(format!("connection ended: {e}"));
                         }
-                        // Shutting down: in-flight streams keep their own handles; stop reconnecting.
-                        None => return,
+                        // Shutting down: no new streams; in-flight ones hold their own handles and
+                        // the connection closes once they finish. Never reconnect.
+                        None => {
+                            let _ = conn.await;
+                            return;
+                        }
                     }
                 }
                 Err(e) => {

@@ -1,0 +1,247 @@
+//! A loopback topology for in-process tests: two HTTPS origins and one HTTP origin behind a relay,
+//! edges in front of it, all on ephemeral ports, with every certificate from test CAs.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tlsgate_policy::FqdnPattern;
+use tlsgate_proxy::Gateway;
+use tlsgate_proxy::config::{
+    Config, EdgeHttp, EdgeTls, Limits, Listener, ListenerKind, RelayListener, RelayUpstream, Route,
+    Routes, TargetHost, Timeouts, Transport, UpstreamTarget,
+};
+use tlsgate_proxy::flow::FlowRecord;
+use tlsgate_proxy::tls::{Identity, relay_client_configs, relay_server_config};
+use tlsgate_testkit::{Leaf, Origin, TestCa, spawn_http_origin, spawn_https_origin};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub const PRIVATE: &str = "private.service.example.com";
+pub const OTHER: &str = "other.service.example.com";
+pub const RELAY_NAME: &str = "envoy-b.example.com";
+
+/// The services' side: origins and the CA only clients trust.
+pub struct Services {
+    pub ca: TestCa,
+    pub private_leaf: Leaf,
+    pub other_leaf: Leaf,
+    pub private: Origin,
+    pub other: Origin,
+    pub http: Origin,
+}
+
+impl Services {
+    pub async fn start() -> Self {
+        let ca = TestCa::new("services CA (client-trusted only)");
+        let private_leaf = ca.issue(&[PRIVATE]);
+        let other_leaf = ca.issue(&[OTHER]);
+        let private = spawn_https_origin("private", &private_leaf).await;
+        let other = spawn_https_origin("other", &other_leaf).await;
+        let http = spawn_http_origin("private-http").await;
+        Self {
+            ca,
+            private_leaf,
+            other_leaf,
+            private,
+            other,
+            http,
+        }
+    }
+
+    pub fn routes(&self) -> Routes {
+        let fixed = |addr: SocketAddr| UpstreamTarget {
+            host: TargetHost::Fixed(addr.ip().to_string()),
+            port: addr.port(),
+        };
+        Routes {
+            routes: vec![
+                Route {
+                    pattern: FqdnPattern::parse(PRIVATE).unwrap(),
+                    tls: Some(fixed(self.private.addr)),
+                    http: Some(fixed(self.http.addr)),
+                },
+                Route {
+                    pattern: FqdnPattern::parse(OTHER).unwrap(),
+                    tls: Some(fixed(self.other.addr)),
+                    http: None,
+                },
+            ],
+        }
+    }
+
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        tlsgate_testkit::client_config(&self.ca, &[b"http/1.1"])
+    }
+}
+
+/// A running gateway in this process.
+pub struct Running {
+    pub addrs: Vec<(String, SocketAddr)>,
+    pub flows: broadcast::Receiver<Arc<FlowRecord>>,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// Waits (bounded) for a flow record matching `pred`.
+    pub async fn flow(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&FlowRecord) -> bool,
+    ) -> Arc<FlowRecord> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.flows.recv()).await;
+            match next {
+                Ok(Ok(record)) if pred(&record) => return record,
+                Ok(Ok(_)) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(e)) => panic!("flow bus closed while waiting for {what}: {e}"),
+                Err(_) => panic!("no flow record for {what} within 15 s"),
+            }
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+pub async fn start(config: Config) -> Running {
+    let gateway = Gateway::bind(config).await.expect("bind");
+    let addrs = gateway.local_addrs();
+    let flows = gateway.subscribe();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(gateway.run(stop.clone()));
+    Running {
+        addrs,
+        flows,
+        stop,
+        task,
+    }
+}
+
+pub fn test_timeouts() -> Timeouts {
+    Timeouts {
+        detect: Duration::from_secs(2),
+        handshake: Duration::from_secs(2),
+        shutdown_grace: Duration::from_millis(200),
+        ..Timeouts::default()
+    }
+}
+
+fn config(listeners: Vec<Listener>) -> Config {
+    Config {
+        listeners,
+        timeouts: test_timeouts(),
+        limits: Limits::default(),
+        // The origins live on loopback; everything else stays refused.
+        allow_destinations: vec!["127.0.0.0/8".parse().unwrap()],
+        dns_server: None,
+    }
+}
+
+/// The relay's outer identity and the CA edges trust it with.
+pub struct RelayPki {
+    pub ca: TestCa,
+    pub leaf: Leaf,
+    /// CA for edge client certificates (mTLS).
+    pub client_ca: TestCa,
+}
+
+impl RelayPki {
+    pub fn new() -> Self {
+        let ca = TestCa::new("relay CA");
+        let leaf = ca.issue(&[RELAY_NAME]);
+        Self {
+            ca,
+            leaf,
+            client_ca: TestCa::new("edge client CA"),
+        }
+    }
+}
+
+/// A relay on 127.0.0.1 (`listen` may name a fixed port to restart on).
+pub async fn start_relay(
+    services: &Services,
+    pki: &RelayPki,
+    mtls: bool,
+    listen: SocketAddr,
+) -> Running {
+    let client_cas = [pki.client_ca.cert_der()];
+    let tls = relay_server_config(
+        pki.leaf.chain.clone(),
+        pki.leaf.key.clone_key(),
+        mtls.then_some(&client_cas[..]),
+    )
+    .unwrap();
+    start(config(vec![Listener {
+        name: "relay".into(),
+        listen,
+        kind: ListenerKind::Relay(RelayListener {
+            tls,
+            routes: Arc::new(services.routes()),
+        }),
+    }]))
+    .await
+}
+
+pub fn relay_upstream(
+    pki: &RelayPki,
+    relay: SocketAddr,
+    transport: Transport,
+    client_cert: bool,
+) -> Arc<RelayUpstream> {
+    let identity = client_cert.then(|| {
+        let leaf = pki.client_ca.issue_client("edge-a");
+        Identity {
+            chain: leaf.chain.clone(),
+            key: leaf.key.clone_key(),
+        }
+    });
+    let (tls_h2, tls_raw) = relay_client_configs(&[pki.ca.cert_der()], identity).unwrap();
+    Arc::new(RelayUpstream {
+        name: "provider-b".into(),
+        host: relay.ip().to_string(),
+        port: relay.port(),
+        server_name: ServerName::try_from(RELAY_NAME).unwrap(),
+        transport,
+        tls_h2,
+        tls_raw,
+        pool_size: 1,
+    })
+}
+
+/// An edge with a `tls` passthrough listener and an `http` listener.
+pub async fn start_edge(upstream: Arc<RelayUpstream>, default_sni: Option<&str>) -> Running {
+    start(config(vec![
+        Listener {
+            name: "tls".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            kind: ListenerKind::TlsPassthrough(EdgeTls {
+                relay: upstream.clone(),
+                inner_port: 443,
+                default_sni: default_sni.map(str::to_owned),
+            }),
+        },
+        Listener {
+            name: "http".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            kind: ListenerKind::Http(EdgeHttp { relay: upstream }),
+        },
+    ]))
+    .await
+}
+
+pub fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
