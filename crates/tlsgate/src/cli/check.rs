@@ -24,7 +24,7 @@ pub fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// `2 listeners (http: http on 0.0.0.0:80 via relay provider-b, ...)`.
+/// `2 listeners (http: http on 0.0.0.0:80 via relay provider-b; relay: relay on [::]:8443 with 2 routes)`.
 pub fn summary(config: &Config) -> String {
     let listeners: Vec<String> = config.listeners.iter().map(describe_listener).collect();
     let plural = if listeners.len() == 1 { "" } else { "s" };
@@ -45,7 +45,7 @@ fn describe_listener(listener: &tlsgate_proxy::config::Listener) -> String {
             let n = relay.routes.routes.len();
             (
                 "relay",
-                format!("{n} route{}", if n == 1 { "" } else { "s" }),
+                format!("with {n} route{}", if n == 1 { "" } else { "s" }),
             )
         }
     };

@@ -29,16 +29,17 @@ pub fn run(path: &Path, log_level: Option<&str>) -> ExitCode {
 
 /// `--log-level` wins over RUST_LOG; without either, `info`.
 fn init_tracing(log_level: Option<&str>) -> anyhow::Result<()> {
+    // The filter error's Display already includes its source; keep it out of the chain.
     let filter = match log_level {
         Some(level) => {
-            EnvFilter::try_new(level).with_context(|| format!("--log-level {level:?}"))?
+            EnvFilter::try_new(level).map_err(|err| anyhow!("--log-level {level:?}: {err}"))?
         }
-        None => {
-            EnvFilter::try_from_default_env().or_else(|err| match std::env::var_os("RUST_LOG") {
-                Some(_) => Err(anyhow!(err).context("RUST_LOG")),
-                None => Ok(EnvFilter::new("info")),
-            })?
-        }
+        None => match std::env::var("RUST_LOG") {
+            Ok(spec) => {
+                EnvFilter::try_new(&spec).map_err(|err| anyhow!("RUST_LOG={spec:?}: {err}"))?
+            }
+            Err(_) => EnvFilter::new("info"),
+        },
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -50,14 +51,15 @@ fn init_tracing(log_level: Option<&str>) -> anyhow::Result<()> {
 async fn serve(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|problems| {
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        anyhow!("{}", lines.join("\n")).context(format!(
-            "invalid config {} ({} problem{})",
+        anyhow!(
+            "invalid config {} (`tlsgate check` reports the same):\n  {}",
             path.display(),
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" }
-        ))
+            lines.join("\n  ")
+        )
     })?;
     let grace = config.timeouts.shutdown_grace;
+    // Before announcing the listeners: a supervisor may signal as soon as it sees them.
+    let mut signals = Signals::new()?;
     let gateway = Gateway::bind(config).await.context("binding listeners")?;
     for (name, addr) in gateway.local_addrs() {
         println!("listening: {name} {addr}");
@@ -65,7 +67,6 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    let mut signals = Signals::new()?;
     let token = shutdown.clone();
     tokio::spawn(async move {
         let first = signals.next().await;
