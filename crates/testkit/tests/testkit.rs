@@ -113,3 +113,36 @@ fn leaf_files_have_private_key_mode() {
     assert_eq!(cloned.sha256_fingerprint(), leaf.sha256_fingerprint());
     std::fs::remove_dir_all(&dir).expect("removing temp dir");
 }
+
+#[test]
+fn pseudorandom_file_is_deterministic_and_digested() {
+    let dir = tlsgate_testkit::temp_dir("tg-testkit-");
+    let a = dir.path().join("a.bin");
+    let b = dir.path().join("b.bin");
+    let len = 3 * 1024 * 1024 + 5;
+    let digest_a = tlsgate_testkit::write_pseudorandom_file(&a, len, 7).expect("write a");
+    let digest_b = tlsgate_testkit::write_pseudorandom_file(&b, len, 7).expect("write b");
+    assert_eq!(digest_a, digest_b);
+    assert_eq!(
+        tlsgate_testkit::sha256_file(&a).expect("digest a"),
+        digest_a
+    );
+    assert_eq!(std::fs::metadata(&a).expect("size").len(), len);
+    let bytes = std::fs::read(&a).expect("read a");
+    let first_mib = &bytes[..1 << 20];
+    let second_mib = &bytes[1 << 20..2 << 20];
+    assert_ne!(first_mib, second_mib, "blocks must not repeat");
+}
+
+#[test]
+fn certs_are_read_back_from_pem_text() {
+    let ca = TestCa::new("testkit CA");
+    let leaf = ca.issue(&["pem.example.com"]);
+    let text = format!("Subject: something\n{}trailing\n", leaf.cert_pem);
+    let certs = tlsgate_testkit::certs_from_pem(&text);
+    assert_eq!(certs.len(), 1);
+    assert_eq!(
+        tlsgate_testkit::sha256(&certs[0]),
+        leaf.sha256_fingerprint()
+    );
+}
