@@ -12,7 +12,7 @@ use crate::config::{Limits, Timeouts};
 use crate::error::ConnError;
 use crate::flow::{FlowRecord, Flows, Mode, Role};
 use crate::io::Moved;
-use crate::upstream::DestinationGuard;
+use crate::upstream::{DestinationGuard, Resolver};
 
 /// Shared by all connections of a gateway.
 #[derive(Debug)]
@@ -20,6 +20,7 @@ pub struct Shared {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub guard: DestinationGuard,
+    pub resolver: Resolver,
     pub flows: Flows,
     /// Cancelled when the gateway stops accepting; connections drain within the grace period.
     pub shutdown: CancellationToken,

@@ -18,7 +18,7 @@ use crate::error::ConnError;
 use crate::flow::{FlowRecord, Flows, Mode, Role};
 use crate::io::Moved;
 use crate::transport::RelayClient;
-use crate::upstream::DestinationGuard;
+use crate::upstream::{DestinationGuard, Resolver};
 use crate::{edge, relay};
 
 /// Flow records kept for slow subscribers before they start losing the oldest.
@@ -90,6 +90,7 @@ impl Gateway {
             timeouts: self.config.timeouts,
             limits: self.config.limits,
             guard: DestinationGuard::new(self.config.allow_destinations.clone()),
+            resolver: Resolver::new(self.config.dns_server),
             flows: self.flows.clone(),
             shutdown: shutdown.clone(),
             force: CancellationToken::new(),
@@ -106,6 +107,7 @@ impl Gateway {
                     .or_insert_with(|| {
                         Arc::new(RelayClient::new(
                             upstream.clone(),
+                            shared.resolver.clone(),
                             shared.timeouts,
                             shutdown.clone(),
                         ))

@@ -1,7 +1,12 @@
 //! Guard and connect: resolve a name, refuse forbidden destinations, connect within a timeout.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
 
 use ipnet::IpNet;
 use tokio::net::TcpStream;
@@ -57,31 +62,74 @@ fn is_sensitive_v4(v4: Ipv4Addr) -> bool {
         || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64) // 100.64.0.0/10 shared space
 }
 
-/// Resolves `host:port` (an IP literal, or a name via the system resolver, which honours /etc/hosts).
-pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnError> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+/// How upstream names become addresses.
+#[derive(Clone, Default)]
+pub enum Resolver {
+    /// The system resolver (getaddrinfo): honours /etc/hosts and /etc/resolv.conf.
+    #[default]
+    System,
+    /// A configured DNS server, asked over UDP (TCP for truncated answers).
+    Dns(Arc<TokioResolver>),
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::System => f.write_str("Resolver::System"),
+            Self::Dns(_) => f.write_str("Resolver::Dns"),
+        }
     }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(ConnError::UpstreamResolve)?
-        .collect();
-    if addrs.is_empty() {
-        return Err(ConnError::UpstreamNoAddress);
+}
+
+impl Resolver {
+    /// The system resolver, or one asking only `server`.
+    pub fn new(server: Option<SocketAddr>) -> Self {
+        let Some(server) = server else {
+            return Self::System;
+        };
+        let servers = NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+        let config = ResolverConfig::from_parts(None, vec![], servers);
+        let resolver =
+            TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build();
+        Self::Dns(Arc::new(resolver))
     }
-    Ok(addrs)
+
+    /// Resolves `host:port`: an IP literal as is, else a name.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnError> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let addrs: Vec<SocketAddr> = match self {
+            Self::System => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(ConnError::UpstreamResolve)?
+                .collect(),
+            Self::Dns(resolver) => resolver
+                .lookup_ip(host)
+                .await
+                .map_err(|e| ConnError::UpstreamResolve(std::io::Error::other(e)))?
+                .iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(ConnError::UpstreamNoAddress);
+        }
+        Ok(addrs)
+    }
 }
 
 /// Resolves, checks every candidate against the guard, and connects to the first that answers.
 /// With `guard = None` (a relay the operator named) nothing is refused.
 pub async fn connect(
+    resolver: &Resolver,
     host: &str,
     port: u16,
     guard: Option<&DestinationGuard>,
     timeout: Duration,
 ) -> Result<TcpStream, ConnError> {
-    let addrs = resolve(host, port).await?;
+    let addrs = resolver.resolve(host, port).await?;
     let mut last = ConnError::UpstreamNoAddress;
     for addr in addrs {
         if let Some(guard) = guard

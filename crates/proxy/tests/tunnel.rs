@@ -129,6 +129,7 @@ async fn relay_refuses_connect_whose_inner_sni_differs_from_authority() {
     let upstream = relay_upstream(&pki, relay.addr("relay"), Transport::H2, false);
     let client = tlsgate_proxy::transport::RelayClient::new(
         upstream,
+        tlsgate_proxy::upstream::Resolver::System,
         test_timeouts(),
         tokio_util::sync::CancellationToken::new(),
     );
@@ -168,6 +169,7 @@ async fn relay_refuses_connect_to_unrouted_port() {
     let upstream = relay_upstream(&pki, relay.addr("relay"), Transport::H2, false);
     let client = tlsgate_proxy::transport::RelayClient::new(
         upstream,
+        tlsgate_proxy::upstream::Resolver::System,
         test_timeouts(),
         tokio_util::sync::CancellationToken::new(),
     );

@@ -53,11 +53,18 @@ pub async fn serve<S>(
         return ctx.finish(&shared, read_only(&prefix), &Err(ConnError::PolicyNoRoute));
     };
     ctx.upstream = Some(format!("{host}:{port}"));
-    let upstream =
-        match upstream::connect(&host, port, Some(&shared.guard), shared.timeouts.connect).await {
-            Ok(stream) => stream,
-            Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
-        };
+    let upstream = match upstream::connect(
+        &shared.resolver,
+        &host,
+        port,
+        Some(&shared.guard),
+        shared.timeouts.connect,
+    )
+    .await
+    {
+        Ok(stream) => stream,
+        Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
+    };
     let (moved, result) = splice(
         io,
         upstream,

@@ -68,6 +68,7 @@ impl RelayService {
 
     async fn connect_upstream(&self, host: &str, port: u16) -> Result<TcpStream, ConnError> {
         upstream::connect(
+            &self.shared.resolver,
             host,
             port,
             Some(&self.shared.guard),

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Body, tls};
 use crate::config::{RelayUpstream, Timeouts};
 use crate::error::ConnError;
+use crate::upstream::Resolver;
 
 /// Per-stream receive window: large enough that one tunnel can fill a fast link (the 64 KiB protocol
 /// default caps a stream at 64 KiB per round trip).
@@ -40,6 +41,7 @@ pub struct Pool {
 
 struct Slot {
     relay: Arc<RelayUpstream>,
+    resolver: Resolver,
     timeouts: Timeouts,
     shutdown: CancellationToken,
     started: Once,
@@ -48,11 +50,17 @@ struct Slot {
 }
 
 impl Pool {
-    pub fn new(relay: Arc<RelayUpstream>, timeouts: Timeouts, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        relay: Arc<RelayUpstream>,
+        resolver: Resolver,
+        timeouts: Timeouts,
+        shutdown: CancellationToken,
+    ) -> Self {
         let slots = (0..relay.pool_size.max(1))
             .map(|_| {
                 Arc::new(Slot {
                     relay: relay.clone(),
+                    resolver: resolver.clone(),
                     timeouts,
                     shutdown: shutdown.clone(),
                     started: Once::new(),
@@ -170,7 +178,7 @@ impl Slot {
     async fn maintain(&self) {
         let mut backoff = BACKOFF_MIN;
         while !self.shutdown.is_cancelled() {
-            match connect(&self.relay, &self.timeouts).await {
+            match connect(&self.relay, &self.resolver, &self.timeouts).await {
                 Ok((sender, conn)) => {
                     backoff = BACKOFF_MIN;
                     tracing::debug!(relay = %self.relay.name, "h2 connection to relay up");
@@ -218,9 +226,10 @@ type Connection = hyper::client::conn::http2::Connection<
 /// One TLS 1.3 + HTTP/2 connection to the relay.
 async fn connect(
     relay: &RelayUpstream,
+    resolver: &Resolver,
     timeouts: &Timeouts,
 ) -> Result<(SendRequest<Body>, Connection), ConnError> {
-    let stream = tls::handshake(relay, timeouts, relay.tls_h2.clone()).await?;
+    let stream = tls::handshake(relay, resolver, timeouts, relay.tls_h2.clone()).await?;
     if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
         return Err(ConnError::RelayUnavailable(
             "the relay did not negotiate ALPN h2".into(),

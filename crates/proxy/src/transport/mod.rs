@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RelayUpstream, Timeouts, Transport};
 use crate::error::ConnError;
+use crate::upstream::Resolver;
 
 /// Request and response bodies on the h2 path: streamed, never buffered whole.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -32,6 +33,7 @@ pub enum Tunnel {
 /// HTTP requests over the h2 pool (plain HTTP always travels as HTTP/2 over TLS 1.3).
 pub struct RelayClient {
     pub upstream: Arc<RelayUpstream>,
+    resolver: Resolver,
     timeouts: Timeouts,
     pool: h2::Pool,
 }
@@ -40,12 +42,14 @@ impl RelayClient {
     /// Creates the client; its h2 pool connects lazily on first use and reconnects with backoff.
     pub fn new(
         upstream: Arc<RelayUpstream>,
+        resolver: Resolver,
         timeouts: Timeouts,
         shutdown: CancellationToken,
     ) -> Self {
-        let pool = h2::Pool::new(upstream.clone(), timeouts, shutdown);
+        let pool = h2::Pool::new(upstream.clone(), resolver.clone(), timeouts, shutdown);
         Self {
             upstream,
+            resolver,
             timeouts,
             pool,
         }
@@ -55,7 +59,7 @@ impl RelayClient {
     pub async fn open(&self, authority: &str) -> Result<Tunnel, ConnError> {
         match self.upstream.transport {
             Transport::H2 => self.pool.connect_stream(authority).await.map(Tunnel::H2),
-            Transport::Tls => tls::connect(&self.upstream, &self.timeouts)
+            Transport::Tls => tls::connect(&self.upstream, &self.resolver, &self.timeouts)
                 .await
                 .map(|s| Tunnel::Tls(Box::new(s))),
         }

@@ -7,24 +7,26 @@ use tokio_rustls::client::TlsStream;
 
 use crate::config::{RelayUpstream, Timeouts};
 use crate::error::ConnError;
-use crate::upstream;
+use crate::upstream::{self, Resolver};
 
 /// Connects to the relay and completes the outer handshake (SNI = the relay's name, no ALPN).
 pub async fn connect(
     relay: &RelayUpstream,
+    resolver: &Resolver,
     timeouts: &Timeouts,
 ) -> Result<TlsStream<TcpStream>, ConnError> {
-    handshake(relay, timeouts, relay.tls_raw.clone()).await
+    handshake(relay, resolver, timeouts, relay.tls_raw.clone()).await
 }
 
 /// TCP connect + TLS handshake to the relay with `config`, both bounded by their timeouts.
 pub async fn handshake(
     relay: &RelayUpstream,
+    resolver: &Resolver,
     timeouts: &Timeouts,
     config: std::sync::Arc<rustls::ClientConfig>,
 ) -> Result<TlsStream<TcpStream>, ConnError> {
     // The relay is named by the operator, so the destination guard does not apply to it.
-    let tcp = upstream::connect(&relay.host, relay.port, None, timeouts.connect)
+    let tcp = upstream::connect(resolver, &relay.host, relay.port, None, timeouts.connect)
         .await
         .map_err(|e| ConnError::RelayUnavailable(e.to_string()))?;
     let connector = TlsConnector::from(config);

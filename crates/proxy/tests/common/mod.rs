@@ -139,7 +139,7 @@ pub fn test_timeouts() -> Timeouts {
     }
 }
 
-fn config(listeners: Vec<Listener>) -> Config {
+pub fn config(listeners: Vec<Listener>) -> Config {
     Config {
         listeners,
         timeouts: test_timeouts(),
