@@ -990,3 +990,77 @@ limits: {max_connections: lots}
         );
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+    use crate::config::parse_yaml;
+
+    /// The sample in docs/config.md, parsed with the real schema.
+    fn docs_sample() -> FileConfig {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
+        let text = std::fs::read_to_string(&docs).expect("read docs/config.md");
+        let start = text.find("```yaml\n").expect("a yaml sample") + "```yaml\n".len();
+        let len = text[start..].find("```").expect("end of the yaml sample");
+        let (file, errors) = parse_yaml(&text[start..start + len]);
+        assert_eq!(
+            errors,
+            [],
+            "docs/config.md sample does not match the schema"
+        );
+        file.expect("sample parses")
+    }
+
+    #[test]
+    fn docs_sample_matches_the_schema_and_shows_the_real_defaults() {
+        let file = docs_sample();
+
+        let timeouts = file
+            .timeouts
+            .and_then(|t| t.value)
+            .expect("sample has timeouts");
+        let defaults = Timeouts::default();
+        let shown = [
+            ("detect", timeouts.detect, defaults.detect),
+            ("connect", timeouts.connect, defaults.connect),
+            ("handshake", timeouts.handshake, defaults.handshake),
+            ("idle", timeouts.idle, defaults.idle),
+            (
+                "http_header_read",
+                timeouts.http_header_read,
+                defaults.http_header_read,
+            ),
+            (
+                "shutdown_grace",
+                timeouts.shutdown_grace,
+                defaults.shutdown_grace,
+            ),
+            ("relay_wait", timeouts.relay_wait, defaults.relay_wait),
+        ];
+        for (key, shown, default) in shown {
+            assert_eq!(shown, Some(default), "timeouts.{key} in docs/config.md");
+        }
+
+        let limits = file
+            .limits
+            .and_then(|l| l.value)
+            .expect("sample has limits");
+        let defaults = Limits::default();
+        assert_eq!(limits.max_client_hello, Some(defaults.max_client_hello));
+        assert_eq!(limits.max_connections, Some(defaults.max_connections));
+        assert_eq!(
+            limits.h2_max_concurrent_streams,
+            Some(defaults.h2_max_concurrent_streams)
+        );
+        assert_eq!(limits.http1_max_headers, Some(defaults.http1_max_headers));
+        assert_eq!(
+            limits.http1_max_header_bytes,
+            Some(defaults.http1_max_header_bytes)
+        );
+
+        let relay = file.relays[0].value.as_ref().expect("sample relay");
+        assert_eq!(relay.pool_size, Some(DEFAULT_POOL_SIZE));
+        let https = file.listeners[0].value.as_ref().expect("sample listener");
+        assert_eq!(https.inner_port, Some(DEFAULT_INNER_PORT));
+    }
+}
