@@ -195,6 +195,9 @@ where
     let result = tokio::select! {
         result = copy => match result {
             Ok(_) => Ok(()),
+            // A peer that closes its TLS without close_notify ends the tunnel like a FIN would:
+            // the inner TLS (end to end) protects itself against truncation.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(()),
             // copy_bidirectional does not say which side failed; a reset from either peer is the
             // common case and is reported as client i/o.
             Err(e) => Err(ConnError::ClientIo(e)),

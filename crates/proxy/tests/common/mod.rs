@@ -170,6 +170,24 @@ impl RelayPki {
     }
 }
 
+/// A relay with the given routes and no client verification.
+pub async fn start_relay_with_routes(
+    routes: Routes,
+    pki: &RelayPki,
+    listen: SocketAddr,
+) -> Running {
+    let tls = relay_server_config(pki.leaf.chain.clone(), pki.leaf.key.clone_key(), None).unwrap();
+    start(config(vec![Listener {
+        name: "relay".into(),
+        listen,
+        kind: ListenerKind::Relay(RelayListener {
+            tls,
+            routes: Arc::new(routes),
+        }),
+    }]))
+    .await
+}
+
 /// A relay on 127.0.0.1 (`listen` may name a fixed port to restart on).
 pub async fn start_relay(
     services: &Services,

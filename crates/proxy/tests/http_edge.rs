@@ -1,0 +1,258 @@
+//! The edge's plain-HTTP listener (bodies streamed both ways, upgrades passed through) and the relay
+//! as an HTTPS proxy for real curl (HTTP/1.1 CONNECT over TLS).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use tlsgate_policy::FqdnPattern;
+use tlsgate_proxy::config::{Route, TargetHost, Transport, UpstreamTarget};
+use tlsgate_testkit::{pattern, sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_chunked_upload_is_streamed_through_edge_and_relay() {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let relay = start_relay(&services, &pki, false, any_port()).await;
+    let edge = start_edge(
+        relay_upstream(&pki, relay.addr("relay"), Transport::H2, false),
+        None,
+    )
+    .await;
+    let tcp = TcpStream::connect(edge.addr("http")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // 32 MiB in 256 KiB chunks, sent chunked (no content-length).
+    let chunks = (0..128u64)
+        .map(|i| Ok::<_, std::io::Error>(Frame::data(Bytes::from(pattern(i * 262_144, 262_144)))));
+    let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/echo")
+        .header("host", PRIVATE)
+        .body(body)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(60), sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed.len(), 32 << 20);
+    assert!(echoed == pattern(0, 32 << 20), "echoed body intact");
+    // Keep-alive: a second request on the same client connection.
+    let request = Request::builder()
+        .uri("/bytes/1000")
+        .header("host", PRIVATE)
+        .body(
+            http_body_util::Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, pattern(0, 1000));
+    edge.stop().await;
+    relay.stop().await;
+}
+
+/// A raw origin that answers an `Upgrade` request with 101 and then echoes bytes upper-cased.
+async fn spawn_upgrade_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                assert!(head.contains("upgrade: websocket"), "{head}");
+                assert!(head.contains(&format!("host: {PRIVATE}")), "{head}");
+                tcp.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = tcp.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    let upper: Vec<u8> = buf[..n].to_ascii_uppercase();
+                    if tcp.write_all(&upper).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn upgrade_requests_pass_through_to_the_http_upstream() {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let origin = spawn_upgrade_origin().await;
+    let mut routes = services.routes();
+    routes.routes.insert(
+        0,
+        Route {
+            pattern: FqdnPattern::parse(PRIVATE).unwrap(),
+            tls: None,
+            http: Some(UpstreamTarget {
+                host: TargetHost::Fixed("127.0.0.1".into()),
+                port: origin.port(),
+            }),
+        },
+    );
+    let relay = start_relay_with_routes(routes, &pki, any_port()).await;
+    let edge = start_edge(
+        relay_upstream(&pki, relay.addr("relay"), Transport::Tls, false),
+        None,
+    )
+    .await;
+    let mut tcp = TcpStream::connect(edge.addr("http")).await.unwrap();
+    let request = format!(
+        "GET /chat HTTP/1.1\r\nHost: {PRIVATE}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "edge closed before the 101");
+        response.push(byte[0]);
+    }
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+    tcp.write_all(b"hello through the tunnel").await.unwrap();
+    let mut echoed = vec![0u8; 24];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"HELLO THROUGH THE TUNNEL");
+    edge.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn real_curl_uses_the_relay_as_an_https_proxy() {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let mut relay = start_relay(&services, &pki, false, any_port()).await;
+    let dir = tempdir();
+    let relay_ca = pki.ca.write_cert_pem(&dir.join("relay-ca.pem"));
+    let services_ca = services.ca.write_cert_pem(&dir.join("services-ca.pem"));
+    let port = relay.addr("relay").port();
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code} %{certs}",
+    ])
+    .arg("--proxy")
+    .arg(format!("https://{RELAY_NAME}:{port}"))
+    .arg("--resolve")
+    .arg(format!("{RELAY_NAME}:{port}:127.0.0.1"))
+    .arg("--proxy-cacert")
+    .arg(&relay_ca)
+    .arg("--cacert")
+    .arg(&services_ca)
+    .arg(format!("https://{PRIVATE}/"));
+    let output = tokio::task::spawn_blocking(move || curl.output())
+        .await
+        .unwrap()
+        .expect("curl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "curl failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("origin=private"), "{stdout}");
+    assert!(stdout.contains("\n200 "), "{stdout}");
+    let flow = relay
+        .flow("curl tunnel", |f| f.name.as_deref() == Some(PRIVATE))
+        .await;
+    assert_eq!(flow.reason, None);
+    // The certificate curl verified is the origin's own.
+    let pem = stdout
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .expect("curl printed the cert");
+    let b64: String = pem
+        .split("-----END")
+        .next()
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64_decode(&b64);
+    assert_eq!(sha256(&der), services.private_leaf.sha256_fingerprint());
+    relay.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tlsgate-http-edge-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .expect("base64 character") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
