@@ -13,17 +13,19 @@ use clap::{Args, Parser, Subcommand};
 const LONG_ABOUT: &str = "\
 tlsgate is a TLS-aware egress gateway. One binary, one YAML config, three jobs:
 
-  edge    On the customer side: accept TLS (kind tls-passthrough) and plain HTTP (kind http),
-          read the ClientHello or request head without terminating anything, and carry the exact
-          bytes to a relay inside an outer TLS 1.3 connection (HTTP/2 CONNECT streams by default).
-  relay   On the provider side: terminate that outer TLS (optionally requiring client
-          certificates), then route each inner connection by its SNI / CONNECT authority / Host
-          to an upstream listed in `routes`.
-  policy  Inspect and decide per connection (TLS interception, L7 rules, flow records). This job
-          is not configurable yet; today's config files describe edges and relays.
+  1. Tunnel through an SNI firewall (edge / relay).
+     The edge (customer side) accepts TLS (listener kind tls-passthrough) and plain HTTP (kind
+     http), reads the ClientHello or request head without terminating anything, and carries the
+     exact bytes to a relay inside an outer TLS 1.3 connection named for the relay (HTTP/2 CONNECT
+     streams by default). The relay (provider side, kind relay) terminates that outer TLS,
+     optionally requiring client certificates, and routes each inner connection by SNI / CONNECT
+     authority / Host to an upstream listed in its routes.
+  2. TLS interception: splice, intercept with a local CA, or deny, per connection.
+  3. L7 policy and flows: per-request rules and one flow record per connection.
+  Jobs 2 and 3 are not configurable in this version; config files describe edges and relays.
 
-A config file may hold edge listeners, relay listeners, or both. The format is documented in
-docs/config.md; `tlsgate check` reports every problem in a file at once, each with its key path.";
+A config file may hold edge listeners, relay listeners, or both; the format is in docs/config.md.
+`tlsgate check` reports every problem in a file at once, each with its key path.";
 
 const EXAMPLES: &str = "\
 EXAMPLES:

@@ -60,7 +60,10 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
     let grace = config.timeouts.shutdown_grace;
     // Before announcing the listeners: a supervisor may signal as soon as it sees them.
     let mut signals = Signals::new()?;
-    let gateway = Gateway::bind(config).await.context("binding listeners")?;
+    // BindError's message already names its io::Error source; flatten so `{:#}` prints it once.
+    let gateway = Gateway::bind(config)
+        .await
+        .map_err(|err| anyhow!("binding listeners: {err}"))?;
     for (name, addr) in gateway.local_addrs() {
         println!("listening: {name} {addr}");
         tracing::info!(listener = %name, %addr, "listening");
