@@ -47,6 +47,11 @@ pub struct EdgeTls {
     pub default_sni: Option<String>,
 }
 
+impl EdgeTls {
+    /// Port named in `CONNECT name:PORT` when the config does not say: the HTTPS port.
+    pub const DEFAULT_INNER_PORT: u16 = 443;
+}
+
 #[derive(Debug, Clone)]
 pub struct EdgeHttp {
     pub relay: Arc<RelayUpstream>,
@@ -77,6 +82,12 @@ pub struct RelayUpstream {
     pub tls_raw: Arc<rustls::ClientConfig>,
     /// Number of h2 connections kept open.
     pub pool_size: usize,
+}
+
+impl RelayUpstream {
+    /// h2 connections kept to a relay when the config does not say: one connection multiplexes
+    /// `h2_max_concurrent_streams` tunnels, plenty for an edge; raise it for more.
+    pub const DEFAULT_POOL_SIZE: usize = 1;
 }
 
 /// A relay listener.

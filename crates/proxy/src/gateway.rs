@@ -29,7 +29,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("listeners[{index}] ({name}): binding {addr}: {source}")]
+    #[error("listeners[{index}] ({name}): binding {addr}")]
     Bind {
         index: usize,
         name: String,

@@ -1,5 +1,5 @@
 //! The built `tlsgate` binary: help, version, `check` on the shipped examples and on a broken
-//! config, `run` until SIGTERM, and the `demo` placeholder.
+//! config, `run` until SIGTERM, and `demo tunnel`.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -275,12 +275,26 @@ fn run_prints_bound_listeners_and_stops_on_sigterm() {
 }
 
 #[test]
-fn demo_tunnel_says_it_is_not_implemented() {
+fn demo_tunnel_runs_the_whole_topology_and_checks_certificates() {
     let output = tlsgate(&["demo", "tunnel"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("not yet implemented"),
-        "{}",
-        stderr(&output)
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    // Both transports carried both services, each showing the origin's own certificate.
+    for transport in ["[h2]", "[tls]"] {
+        for name in ["private.service.example.com", "other.service.example.com"] {
+            let line = format!("{transport} GET https://{name}/ → 200 OK");
+            assert!(out.contains(&line), "missing {line:?} in:\n{out}");
+        }
+    }
+    assert_eq!(
+        out.matches("the origin's own (never re-encrypted)").count(),
+        4,
+        "{out}"
     );
+    assert!(
+        out.contains("[http] GET http://private.service.example.com/"),
+        "{out}"
+    );
+    assert!(out.contains("refused (relay: no_route)"), "{out}");
+    assert!(out.contains("all 6 checks passed"), "{out}");
 }

@@ -37,7 +37,7 @@ EXAMPLES:
     tlsgate run --config examples/firewall-tunnel/relay.yaml
     tlsgate run --config examples/firewall-tunnel/edge.yaml --log-level debug
 
-  Try an edge and a relay together on this machine (not implemented yet):
+  Try an edge and a relay together on this machine (two origins, both transports, checks printed):
     tlsgate demo tunnel
 
 Logging: RUST_LOG (e.g. RUST_LOG=tlsgate_proxy=debug) unless --log-level is given.

@@ -60,10 +60,7 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
     let grace = config.timeouts.shutdown_grace;
     // Before announcing the listeners: a supervisor may signal as soon as it sees them.
     let mut signals = Signals::new()?;
-    // BindError's message already names its io::Error source; flatten so `{:#}` prints it once.
-    let gateway = Gateway::bind(config)
-        .await
-        .map_err(|err| anyhow!("binding listeners: {err}"))?;
+    let gateway = Gateway::bind(config).await.context("binding listeners")?;
     for (name, addr) in gateway.local_addrs() {
         println!("listening: {name} {addr}");
         tracing::info!(listener = %name, %addr, "listening");

@@ -27,11 +27,10 @@ use super::file::{
 use super::lenient::Lenient;
 use super::{ConfigError, join_path, pem};
 
-/// h2 connections kept to each relay when `pool_size` is absent: one connection multiplexes
-/// `h2_max_concurrent_streams` tunnels, which is plenty for an edge; raise it for more.
-pub const DEFAULT_POOL_SIZE: usize = 1;
-/// Port named in `CONNECT name:PORT` by `tls-passthrough` listeners when `inner_port` is absent.
-pub const DEFAULT_INNER_PORT: u16 = 443;
+/// h2 connections kept to each relay when `pool_size` is absent (owned by the runtime).
+pub const DEFAULT_POOL_SIZE: usize = tlsgate_proxy::config::RelayUpstream::DEFAULT_POOL_SIZE;
+/// Port named in `CONNECT name:PORT` when `inner_port` is absent (owned by the runtime).
+pub const DEFAULT_INNER_PORT: u16 = tlsgate_proxy::config::EdgeTls::DEFAULT_INNER_PORT;
 /// The placeholder for the requested name in a route target.
 const SNI_PLACEHOLDER: &str = "{sni}";
 
