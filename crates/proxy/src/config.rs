@@ -36,6 +36,9 @@ pub enum ListenerKind {
     Http(EdgeHttp),
     /// Relay: terminate the outer TLS, route by inner SNI / CONNECT authority / Host.
     Relay(RelayListener),
+    /// Interceptor: a forward proxy (explicit CONNECT / absolute-form, or transparent) that bumps,
+    /// splices or denies each connection.
+    Intercept(InterceptListener),
 }
 
 #[derive(Debug, Clone)]
@@ -178,4 +181,85 @@ impl Default for Limits {
             http1_max_header_bytes: 64 * 1024,
         }
     }
+}
+
+/// An intercepting forward proxy listener.
+#[derive(Debug, Clone)]
+pub struct InterceptListener {
+    pub mode: InterceptMode,
+    /// Per-connection decisions by host and port.
+    pub rules: Arc<InterceptRules>,
+    pub certs: Arc<CertSettings>,
+    /// Trust anchors that verify origins when re-encrypting (the system store or a configured
+    /// bundle); built with `tls::upstream_roots`.
+    pub upstream_roots: Arc<rustls::RootCertStore>,
+    /// Hosts whose invalid certificates are accepted anyway (labs only; every flow says so).
+    pub danger_accept_invalid_upstream_certs: Vec<FqdnPattern>,
+}
+
+/// How clients reach the interceptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterceptMode {
+    /// Clients are configured with the proxy: HTTP/1.1 CONNECT and absolute-form requests.
+    Explicit,
+    /// Connections redirected by iptables REDIRECT/TPROXY; the original destination is recovered
+    /// with SO_ORIGINAL_DST and the host name comes from the SNI.
+    Transparent,
+}
+
+/// What to do with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterceptAction {
+    /// Terminate the client's TLS with a minted certificate, re-encrypt to the verified origin.
+    Bump,
+    /// Pass the bytes untouched (the SNI is still logged).
+    Splice,
+    /// Refuse with a reason.
+    Deny,
+}
+
+/// Ordered rules; the first matching one decides, else `default`.
+#[derive(Debug, Clone)]
+pub struct InterceptRules {
+    pub rules: Vec<InterceptRule>,
+    pub default: InterceptAction,
+}
+
+#[derive(Debug, Clone)]
+pub struct InterceptRule {
+    pub pattern: FqdnPattern,
+    /// Empty: any port.
+    pub ports: Vec<u16>,
+    pub action: InterceptAction,
+}
+
+/// Where minted certificates come from and how long they live.
+#[derive(Debug)]
+pub struct CertSettings {
+    /// The interception CA.
+    pub ca: Arc<tlsgate_ca::CertAuthority>,
+    pub strategy: CertStrategy,
+    /// Lifetime of minted leaves.
+    pub leaf_lifetime: Duration,
+    /// Minted leaves kept, and for how long (always below `leaf_lifetime`).
+    pub cache_capacity: usize,
+    pub cache_ttl: Duration,
+}
+
+impl CertSettings {
+    /// Short-lived leaves limit the damage of a leaked leaf key.
+    pub const DEFAULT_LEAF_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// Enough names for a busy office; each entry is a few KiB.
+    pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+    /// A day: well below the leaf lifetime, so a cached leaf never expires in use.
+    pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+}
+
+/// When the minted certificate is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertStrategy {
+    /// Mint from the SNI, else the CONNECT host, else the original IP, before contacting the origin.
+    DownstreamFirst,
+    /// Connect to the origin first, verify it, and mimic its certificate's names; mirror its ALPN.
+    UpstreamFirst,
 }

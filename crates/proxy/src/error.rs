@@ -44,6 +44,16 @@ pub enum ConnError {
     PolicyInnerSniMissing,
     #[error("destination {0} is forbidden by the destination guard")]
     PolicyDestinationForbidden(IpAddr),
+    #[error("denied by an intercept rule")]
+    PolicyDenied,
+    #[error("the original destination of a redirected connection is unknown: {0}")]
+    LocalNoOriginalDst(#[source] io::Error),
+    #[error("minting a certificate failed: {0}")]
+    LocalMint(String),
+    #[error("the origin's certificate is not valid: {0}")]
+    UpstreamCertInvalid(String),
+    #[error("TLS handshake with the origin failed: {0}")]
+    UpstreamHandshake(#[source] io::Error),
     #[error("listener is at its connection limit")]
     LocalListenerFull,
 
@@ -91,6 +101,11 @@ impl ConnError {
             Self::PolicyInnerSniMissing => "inner_sni_missing",
             Self::PolicyDestinationForbidden(_) => "destination_forbidden",
             Self::LocalListenerFull => "listener_full",
+            Self::PolicyDenied => "denied",
+            Self::LocalNoOriginalDst(_) => "no_original_destination",
+            Self::LocalMint(_) => "mint_failed",
+            Self::UpstreamCertInvalid(_) => "upstream_cert_invalid",
+            Self::UpstreamHandshake(_) => "upstream_handshake_failed",
             Self::UpstreamResolve(_) => "upstream_resolve_failed",
             Self::UpstreamNoAddress => "upstream_no_address",
             Self::UpstreamConnectTimeout => "upstream_connect_timeout",
@@ -110,7 +125,10 @@ impl ConnError {
     /// Whether the ending points at something wrong on this side (logged at `warn`) rather than at
     /// a peer or a policy decision (logged at `debug`/`info`).
     pub fn is_local_fault(&self) -> bool {
-        matches!(self, Self::LocalListenerFull)
+        matches!(
+            self,
+            Self::LocalListenerFull | Self::LocalNoOriginalDst(_) | Self::LocalMint(_)
+        )
     }
 
     /// Whether the ending is a policy refusal (logged at `info`: operators want to see those).
@@ -122,6 +140,7 @@ impl ConnError {
                 | Self::PolicyInnerSniMismatch
                 | Self::PolicyInnerSniMissing
                 | Self::PolicyDestinationForbidden(_)
+                | Self::PolicyDenied
                 | Self::ClientNoSni
         )
     }

@@ -16,6 +16,7 @@ use crate::error::ConnError;
 pub enum Role {
     Edge,
     Relay,
+    Intercept,
 }
 
 impl Role {
@@ -23,6 +24,7 @@ impl Role {
         match self {
             Self::Edge => "edge",
             Self::Relay => "relay",
+            Self::Intercept => "intercept",
         }
     }
 }
@@ -36,6 +38,10 @@ pub enum Mode {
     Splice,
     /// An HTTP request forwarded.
     Http,
+    /// TLS terminated with a minted certificate and re-encrypted to the origin.
+    Bump,
+    /// Refused by policy.
+    Deny,
 }
 
 impl Mode {
@@ -44,6 +50,8 @@ impl Mode {
             Self::Tunnel => "tunnel",
             Self::Splice => "splice",
             Self::Http => "http",
+            Self::Bump => "bump",
+            Self::Deny => "deny",
         }
     }
 }

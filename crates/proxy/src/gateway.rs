@@ -16,6 +16,7 @@ use crate::config::{Config, Listener, ListenerKind, RelayUpstream};
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
 use crate::flow::{FlowRecord, Flows, Mode, Role};
+use crate::intercept::{self, InterceptState};
 use crate::io::Moved;
 use crate::transport::RelayClient;
 use crate::upstream::{DestinationGuard, Resolver};
@@ -37,12 +38,21 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
+    #[error("listeners[{index}] ({name}): preparing interception: {source}")]
+    Intercept {
+        index: usize,
+        name: String,
+        #[source]
+        source: ConnError,
+    },
 }
 
 /// A gateway whose listeners are bound (so tests can use port 0 and read the real ports).
 pub struct Gateway {
     config: Config,
     sockets: Vec<TcpListener>,
+    /// Per interception listener (by index): minting store, origin verifier.
+    intercepts: HashMap<usize, Arc<InterceptState>>,
     flows: Flows,
 }
 
@@ -50,7 +60,18 @@ impl Gateway {
     /// Binds every listener in `config`.
     pub async fn bind(config: Config) -> Result<Self, BindError> {
         let mut sockets = Vec::with_capacity(config.listeners.len());
+        let mut intercepts = HashMap::new();
         for (index, listener) in config.listeners.iter().enumerate() {
+            if let ListenerKind::Intercept(intercept) = &listener.kind {
+                let state = InterceptState::new(intercept.clone()).map_err(|source| {
+                    BindError::Intercept {
+                        index,
+                        name: listener.name.clone(),
+                        source,
+                    }
+                })?;
+                intercepts.insert(index, Arc::new(state));
+            }
             let socket =
                 TcpListener::bind(listener.listen)
                     .await
@@ -65,6 +86,7 @@ impl Gateway {
         Ok(Self {
             config,
             sockets,
+            intercepts,
             flows: Flows::new(FLOW_BUS_CAPACITY),
         })
     }
@@ -100,7 +122,14 @@ impl Gateway {
         // Keyed by the upstream's address: listeners naming the same relay share one client (and pool).
         let mut relays: HashMap<usize, Arc<RelayClient>> = HashMap::new();
         let mut accept_loops = Vec::new();
-        for (listener, socket) in self.config.listeners.into_iter().zip(self.sockets) {
+        let mut intercepts = self.intercepts;
+        for (index, (listener, socket)) in self
+            .config
+            .listeners
+            .into_iter()
+            .zip(self.sockets)
+            .enumerate()
+        {
             let relay = relay_of(&listener).map(|upstream| {
                 relays
                     .entry(Arc::as_ptr(upstream) as usize)
@@ -121,6 +150,7 @@ impl Gateway {
                 name: listener.name.as_str().into(),
                 listener,
                 relay,
+                intercept: intercepts.remove(&index),
                 shared: shared.clone(),
             });
             accept_loops.push(tokio::spawn(accept_loop(socket, role, shutdown.clone())));
@@ -152,7 +182,7 @@ fn relay_of(listener: &Listener) -> Option<&Arc<RelayUpstream>> {
     match &listener.kind {
         ListenerKind::TlsPassthrough(edge) => Some(&edge.relay),
         ListenerKind::Http(edge) => Some(&edge.relay),
-        ListenerKind::Relay(_) => None,
+        ListenerKind::Relay(_) | ListenerKind::Intercept(_) => None,
     }
 }
 
@@ -161,6 +191,7 @@ fn kind_name(kind: &ListenerKind) -> &'static str {
         ListenerKind::TlsPassthrough(_) => "tls-passthrough",
         ListenerKind::Http(_) => "http",
         ListenerKind::Relay(_) => "relay",
+        ListenerKind::Intercept(_) => "intercept",
     }
 }
 
@@ -169,6 +200,7 @@ struct ListenerTask {
     name: Arc<str>,
     listener: Listener,
     relay: Option<Arc<RelayClient>>,
+    intercept: Option<Arc<InterceptState>>,
     shared: Arc<Shared>,
 }
 
@@ -213,7 +245,8 @@ async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: Can
 fn role_of(kind: &ListenerKind) -> Role {
     match kind {
         ListenerKind::Relay(_) => Role::Relay,
-        _ => Role::Edge,
+        ListenerKind::Intercept(_) => Role::Intercept,
+        ListenerKind::TlsPassthrough(_) | ListenerKind::Http(_) => Role::Edge,
     }
 }
 
@@ -236,6 +269,18 @@ impl ListenerTask {
             }
             (ListenerKind::Relay(relay), _) => {
                 relay::serve(tcp, client, self.name.clone(), relay, shared.clone()).await
+            }
+            (ListenerKind::Intercept(_), _) => {
+                if let Some(state) = &self.intercept {
+                    intercept::serve(
+                        tcp,
+                        client,
+                        self.name.clone(),
+                        state.clone(),
+                        shared.clone(),
+                    )
+                    .await
+                }
             }
             // Edge listeners always get a relay client in `run`.
             (_, None) => {}

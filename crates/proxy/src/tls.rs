@@ -102,3 +102,26 @@ pub fn relay_server_config(
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
 }
+
+/// The interceptor's trust anchors for origins: `bundle` when given, else the system trust store.
+pub fn upstream_roots(
+    bundle: Option<&[CertificateDer<'static>]>,
+) -> Result<Arc<RootCertStore>, TlsConfigError> {
+    let roots = match bundle {
+        Some(cas) => root_store(cas)?,
+        None => system_roots()?,
+    };
+    Ok(Arc::new(roots))
+}
+
+/// The system trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the distribution's bundle).
+fn system_roots() -> Result<RootCertStore, TlsConfigError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    // Individual unparsable system certificates are skipped, as every TLS client does.
+    let _ = roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        return Err(TlsConfigError::EmptyTrustAnchors);
+    }
+    Ok(roots)
+}

@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,7 +31,6 @@ pub async fn serve(
     relay: Arc<RelayClient>,
     shared: Arc<Shared>,
 ) {
-    let shutdown = shared.shutdown.clone();
     let service = {
         let shared = shared.clone();
         service_fn(move |req| {
@@ -41,24 +40,7 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(handle(req, ctx, &relay, &shared).await) }
         })
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.timeouts.http_header_read)
-        .max_buf_size(shared.limits.http1_max_header_bytes.max(8192))
-        .max_headers(shared.limits.http1_max_headers)
-        .serve_connection(TokioIo::new(tcp), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%client, "http connection ended: {e}");
-    }
+    crate::http_server::serve_http1(tcp, service, &shared).await;
 }
 
 async fn handle(

@@ -41,7 +41,7 @@ pub async fn serve<S>(
         Ok(hello) => hello,
         Err(ConnError::ClientNotTls) => {
             let io = Prefixed::new(prefix.freeze(), io);
-            return super::serve_http1(io, service, &shared).await;
+            return crate::http_server::serve_http1(io, service, &shared).await;
         }
         Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
     };

@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::header;
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -24,7 +24,7 @@ use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
-use crate::http_util::{host_of, local_response, status_for, strip_hop_by_hop};
+use crate::http_util::{host_of, local_response, status_for};
 use crate::io::{Moved, splice};
 use crate::route::{Traffic, traffic_for_connect_port};
 use crate::transport::Body;
@@ -147,34 +147,7 @@ impl RelayService {
         port: u16,
     ) -> Result<Response<Body>, ConnError> {
         let tcp = self.connect_upstream(host, port).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(ConnError::UpstreamHttp)?;
-        self.shared.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream http connection ended: {e}");
-            }
-        });
-        let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        parts.uri = Uri::try_from(path).map_err(|_| ConnError::ClientNoHost)?;
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        let host_value = HeaderValue::from_str(authority).map_err(|_| ConnError::ClientNoHost)?;
-        parts.headers.insert(header::HOST, host_value);
-        let request = Request::from_parts(parts, body.boxed());
-        let response =
-            tokio::time::timeout(self.shared.timeouts.idle, sender.send_request(request))
-                .await
-                .map_err(|_| ConnError::UpstreamConnectTimeout)?
-                .map_err(ConnError::UpstreamHttp)?;
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+        crate::forward::http1(&self.shared, tcp, req, authority).await
     }
 }
 

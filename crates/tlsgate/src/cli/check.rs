@@ -48,6 +48,7 @@ fn describe_listener(listener: &tlsgate_proxy::config::Listener) -> String {
                 format!("with {n} route{}", if n == 1 { "" } else { "s" }),
             )
         }
+        ListenerKind::Intercept(_) => ("intercept", String::new()),
     };
     format!("{}: {kind} on {} {detail}", listener.name, listener.listen)
 }

@@ -1,0 +1,281 @@
+//! The interceptor role: a forward proxy that decides per connection to bump (terminate the
+//! client's TLS with a minted certificate and re-encrypt to the verified origin), splice (pass the
+//! bytes untouched, SNI still logged) or deny.
+//!
+//! accept → (explicit: HTTP/1.1 CONNECT or absolute-form | transparent: SO_ORIGINAL_DST)
+//!        → detect ClientHello → decide(host, port) → bump | splice | deny → finish
+
+mod bump;
+pub mod certs;
+mod explicit;
+pub mod origin;
+mod transparent;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tlsgate_wire::{HttpSniff, looks_like_http_request};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::{
+    CertStrategy, InterceptAction, InterceptListener, InterceptMode, InterceptRules,
+};
+use crate::context::{ConnCtx, Shared};
+use crate::detect;
+use crate::error::ConnError;
+use crate::flow::{Mode, Role};
+use crate::io::{Moved, Prefixed, splice};
+use crate::upstream;
+
+pub use certs::CertStore;
+pub use origin::OriginTls;
+
+/// What one interception listener keeps for all its connections.
+pub struct InterceptState {
+    pub config: InterceptListener,
+    pub certs: CertStore,
+    pub origin: OriginTls,
+    /// Client-facing TLS config (TLS 1.2 + 1.3); each connection sets its leaf and ALPN on a clone.
+    pub server_base: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for InterceptState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterceptState").finish_non_exhaustive()
+    }
+}
+
+impl InterceptState {
+    /// Builds the minting store, the origin verifier and the client-facing TLS base config.
+    pub fn new(config: InterceptListener) -> Result<Self, ConnError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = CertStore::new(&config.certs, &provider)?;
+        let origin = OriginTls::new(config.upstream_roots.clone(), provider.clone())?;
+        let server_base = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConnError::LocalMint(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(certs::NoCert));
+        Ok(Self {
+            config,
+            certs,
+            origin,
+            server_base: Arc::new(server_base),
+        })
+    }
+
+    fn accepts_invalid(&self, name: &str) -> bool {
+        self.config
+            .danger_accept_invalid_upstream_certs
+            .iter()
+            .any(|p| p.matches(name))
+    }
+
+    fn strategy(&self) -> CertStrategy {
+        self.config.certs.strategy
+    }
+}
+
+impl InterceptRules {
+    /// The action for `host:port`: the first matching rule's, else the default.
+    pub fn decide(&self, host: &str, port: u16) -> InterceptAction {
+        self.rules
+            .iter()
+            .find(|r| r.pattern.matches(host) && (r.ports.is_empty() || r.ports.contains(&port)))
+            .map_or(self.default, |r| r.action)
+    }
+}
+
+/// Where an intercepted connection was going.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The name the client asked for (CONNECT host), when known before the ClientHello.
+    pub host: Option<String>,
+    /// The original destination address (transparent mode).
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// Explicit mode decides on the CONNECT host before any TLS; transparent decides on the SNI.
+    pub decided: Option<InterceptAction>,
+}
+
+impl Target {
+    /// Where to connect: the CONNECT host, else the original destination IP.
+    fn connect_host(&self) -> String {
+        match (&self.host, self.ip) {
+            (Some(host), _) => host.clone(),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Serves one accepted connection on an interception listener.
+pub async fn serve(
+    tcp: TcpStream,
+    client: SocketAddr,
+    listener: Arc<str>,
+    state: Arc<InterceptState>,
+    shared: Arc<Shared>,
+) {
+    match state.config.mode {
+        InterceptMode::Explicit => explicit::serve(tcp, client, listener, state, shared).await,
+        InterceptMode::Transparent => {
+            transparent::serve(tcp, client, listener, state, shared).await
+        }
+    }
+}
+
+/// After CONNECT (explicit) or accept (transparent): detect what the client speaks, decide, and
+/// bump, splice or deny.
+pub(crate) async fn handle_stream<S>(
+    mut io: S,
+    target: Target,
+    mut ctx: ConnCtx,
+    state: Arc<InterceptState>,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut prefix = BytesMut::with_capacity(2048);
+    let hello = detect::read_client_hello(
+        &mut io,
+        &mut prefix,
+        shared.limits.max_client_hello,
+        shared.timeouts.detect,
+    )
+    .await;
+    let read = Moved {
+        from_client: prefix.len() as u64,
+        to_client: 0,
+    };
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(ConnError::ClientNotTls) => {
+            return plain(io, prefix.freeze(), target, ctx, state, shared).await;
+        }
+        Err(e) => return ctx.finish(&shared, read, &Err(e)),
+    };
+    let name = hello
+        .sni
+        .clone()
+        .or_else(|| target.host.clone())
+        .or_else(|| target.ip.map(|ip| ip.to_string()));
+    let Some(name) = name else {
+        return ctx.finish(&shared, read, &Err(ConnError::ClientNoSni));
+    };
+    ctx.name = Some(name.clone());
+    let action = target
+        .decided
+        .unwrap_or_else(|| state.config.rules.decide(&name, target.port));
+    match action {
+        InterceptAction::Deny => {
+            ctx.mode = Mode::Deny;
+            // A TLS alert tells the client why the handshake stops (access_denied).
+            let _ = io.write_all(&tls_alert(ALERT_ACCESS_DENIED)).await;
+            ctx.finish(&shared, read, &Err(ConnError::PolicyDenied));
+        }
+        InterceptAction::Splice => {
+            ctx.mode = Mode::Splice;
+            // Explicit mode connects where CONNECT said; transparent where the packet was going.
+            let host = target.host.clone().unwrap_or_else(|| target.connect_host());
+            ctx.upstream = Some(format!("{host}:{}", target.port));
+            let upstream = match upstream::connect(
+                &shared.resolver,
+                &host,
+                target.port,
+                Some(&shared.guard),
+                shared.timeouts.connect,
+            )
+            .await
+            {
+                Ok(upstream) => upstream,
+                Err(e) => return ctx.finish(&shared, read, &Err(e)),
+            };
+            let (moved, result) = splice(
+                io,
+                upstream,
+                prefix.freeze(),
+                Bytes::new(),
+                shared.timeouts.idle,
+            )
+            .await;
+            ctx.finish(&shared, moved, &result);
+        }
+        InterceptAction::Bump => {
+            ctx.mode = Mode::Bump;
+            let io = Prefixed::new(prefix.freeze(), io);
+            bump::serve(io, hello, name, target, ctx, state, shared).await;
+        }
+    }
+}
+
+/// A stream that is not TLS: HTTP is served (and forwarded) when bumping, else spliced or denied.
+async fn plain<S>(
+    io: S,
+    prefix: Bytes,
+    target: Target,
+    mut ctx: ConnCtx,
+    state: Arc<InterceptState>,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let name = target.connect_host();
+    ctx.name = Some(name.clone());
+    let action = target
+        .decided
+        .unwrap_or_else(|| state.config.rules.decide(&name, target.port));
+    let read = Moved {
+        from_client: prefix.len() as u64,
+        to_client: 0,
+    };
+    match action {
+        InterceptAction::Deny => ctx.finish(&shared, read, &Err(ConnError::PolicyDenied)),
+        InterceptAction::Bump if looks_like_http_request(&prefix) == HttpSniff::Http => {
+            let io = Prefixed::new(prefix, io);
+            let service = explicit::PlainHttp::new(
+                target,
+                ctx.listener.clone(),
+                ctx.client,
+                state,
+                shared.clone(),
+            );
+            crate::http_server::serve_http1(io, service, &shared).await;
+        }
+        InterceptAction::Bump | InterceptAction::Splice => {
+            ctx.mode = Mode::Splice;
+            let host = target.connect_host();
+            ctx.upstream = Some(format!("{host}:{}", target.port));
+            let upstream = match upstream::connect(
+                &shared.resolver,
+                &host,
+                target.port,
+                Some(&shared.guard),
+                shared.timeouts.connect,
+            )
+            .await
+            {
+                Ok(upstream) => upstream,
+                Err(e) => return ctx.finish(&shared, read, &Err(e)),
+            };
+            let (moved, result) =
+                splice(io, upstream, prefix, Bytes::new(), shared.timeouts.idle).await;
+            ctx.finish(&shared, moved, &result);
+        }
+    }
+}
+
+/// TLS alert descriptions we send before closing.
+pub(crate) const ALERT_ACCESS_DENIED: u8 = 49;
+pub(crate) const ALERT_INTERNAL_ERROR: u8 = 80;
+
+/// A fatal TLS alert record, readable by a client that has sent only its ClientHello.
+pub(crate) fn tls_alert(description: u8) -> [u8; 7] {
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
+}
+
+pub(crate) fn new_ctx(listener: Arc<str>, client: SocketAddr) -> ConnCtx {
+    ConnCtx::new(listener, Role::Intercept, Mode::Bump, client)
+}
