@@ -75,6 +75,28 @@ pub struct ListenerFile {
     /// `relay`: where inner connections go.
     #[serde(default)]
     pub routes: Option<Vec<Lenient<RouteFile>>>,
+    /// `intercept`: explicit (default) or transparent. Lenient so a bad value is reported without
+    /// hiding the listener's other problems; so are the other `intercept` keys below.
+    #[serde(default)]
+    pub mode: Option<Lenient<InterceptModeFile>>,
+    /// `intercept`: the CA minted certificates chain to.
+    #[serde(default)]
+    pub ca: Option<Lenient<InterceptCaFile>>,
+    /// `intercept`: minted certificates and their cache.
+    #[serde(default)]
+    pub certs: Option<Lenient<CertsFile>>,
+    /// `intercept`: a PEM bundle to verify origins with instead of the system store.
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+    /// `intercept`: host patterns whose invalid certificates are accepted (labs only).
+    #[serde(default)]
+    pub danger_accept_invalid_upstream_certs: Option<Vec<String>>,
+    /// `intercept`: ordered rules, first match wins.
+    #[serde(default)]
+    pub rules: Option<Vec<Lenient<InterceptRuleFile>>>,
+    /// `intercept`: for hosts no rule matches (default bump).
+    #[serde(default)]
+    pub default_action: Option<Lenient<InterceptActionFile>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -83,6 +105,7 @@ pub enum ListenerKindFile {
     TlsPassthrough,
     Http,
     Relay,
+    Intercept,
 }
 
 impl ListenerKindFile {
@@ -91,6 +114,7 @@ impl ListenerKindFile {
             Self::TlsPassthrough => "tls-passthrough",
             Self::Http => "http",
             Self::Relay => "relay",
+            Self::Intercept => "intercept",
         }
     }
 }
@@ -113,6 +137,64 @@ pub struct RouteFile {
     pub tls: Option<String>,
     #[serde(default)]
     pub http: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterceptModeFile {
+    Explicit,
+    Transparent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterceptActionFile {
+    Bump,
+    Splice,
+    Deny,
+}
+
+/// The interception CA: `dir` (holding ca.pem and ca.key) or `cert` and `key`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptCaFile {
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// Absent keys take the `DEFAULT_*` consts of `tlsgate_proxy::config::CertSettings`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertsFile {
+    #[serde(default)]
+    pub strategy: Option<Lenient<CertStrategyFile>>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub lifetime: Option<Duration>,
+    #[serde(default)]
+    pub cache_size: Option<usize>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub cache_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertStrategyFile {
+    DownstreamFirst,
+    UpstreamFirst,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptRuleFile {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(default)]
+    pub ports: Option<Vec<u16>>,
+    pub action: InterceptActionFile,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,17 @@ pub struct ElementError {
     pub message: String,
 }
 
+impl<T> Lenient<T> {
+    /// A value built in code rather than read from a file: nothing to report.
+    pub fn ok(value: T) -> Self {
+        Self {
+            value: Some(value),
+            errors: Vec::new(),
+            name: None,
+        }
+    }
+}
+
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let tree = Tree::deserialize(deserializer)?;

@@ -8,10 +8,12 @@ mod pem;
 mod validate;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
 
 pub use file::FileConfig;
-use lenient::Tree;
+use file::{InterceptCaFile, ListenerFile, ListenerKindFile};
+use lenient::{Lenient, Tree};
 use tlsgate_proxy::config::Config;
 pub use validate::validate;
 
@@ -73,6 +75,41 @@ pub fn parse_and_validate(text: &str, base_dir: &Path) -> Result<Config, Vec<Con
             Err(errors)
         }
     }
+}
+
+/// The config of `tlsgate run` without `--config`: one explicit intercepting proxy on `listen`
+/// named `proxy`, minting from the CA in `ca_dir`, bumping everything, every default as if the
+/// file said nothing. Built through the same validation as a file, so it is checked the same way.
+pub fn default_intercept(listen: SocketAddr, ca_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+    let proxy = ListenerFile {
+        name: "proxy".to_owned(),
+        kind: ListenerKindFile::Intercept,
+        listen: listen.to_string(),
+        relay: None,
+        inner_port: None,
+        default_sni: None,
+        tls: None,
+        routes: None,
+        mode: None,
+        ca: Some(Lenient::ok(InterceptCaFile {
+            dir: Some(ca_dir.to_owned()),
+            ..InterceptCaFile::default()
+        })),
+        certs: None,
+        upstream_ca: None,
+        danger_accept_invalid_upstream_certs: None,
+        rules: None,
+        default_action: None,
+    };
+    let file = FileConfig {
+        relays: Vec::new(),
+        listeners: vec![Lenient::ok(proxy)],
+        allow_destinations: Vec::new(),
+        dns: None,
+        timeouts: None,
+        limits: None,
+    };
+    validate(file, Path::new("."))
 }
 
 /// Parses the file shape, with every deserialization problem found. The file is `None` when a

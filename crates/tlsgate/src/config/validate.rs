@@ -12,17 +12,20 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use rustls_pki_types::ServerName;
+use tlsgate_ca::{CaError, CertAuthority};
 use tlsgate_policy::FqdnPattern;
 use tlsgate_policy::fqdn::normalize_name;
 use tlsgate_proxy::config::{
-    Config, EdgeHttp, EdgeTls, Limits, Listener, ListenerKind, RelayListener, RelayUpstream, Route,
-    Routes, TargetHost, Timeouts, Transport, UpstreamTarget,
+    CertSettings, CertStrategy, Config, EdgeHttp, EdgeTls, InterceptAction, InterceptListener,
+    InterceptMode, InterceptRule, InterceptRules, Limits, Listener, ListenerKind, RelayListener,
+    RelayUpstream, Route, Routes, TargetHost, Timeouts, Transport, UpstreamTarget,
 };
 use tlsgate_proxy::tls::{self, Identity, TlsConfigError};
 
 use super::file::{
-    DnsFile, FileConfig, LimitsFile, ListenerFile, ListenerKindFile, RelayFile, RouteFile,
-    ServerTlsFile, TimeoutsFile, TransportFile,
+    CertStrategyFile, CertsFile, DnsFile, FileConfig, InterceptActionFile, InterceptCaFile,
+    InterceptModeFile, InterceptRuleFile, LimitsFile, ListenerFile, ListenerKindFile, RelayFile,
+    RouteFile, ServerTlsFile, TimeoutsFile, TransportFile,
 };
 use super::lenient::Lenient;
 use super::{ConfigError, join_path, pem};
@@ -33,6 +36,9 @@ pub const DEFAULT_POOL_SIZE: usize = tlsgate_proxy::config::RelayUpstream::DEFAU
 pub const DEFAULT_INNER_PORT: u16 = tlsgate_proxy::config::EdgeTls::DEFAULT_INNER_PORT;
 /// The placeholder for the requested name in a route target.
 const SNI_PLACEHOLDER: &str = "{sni}";
+/// The longest `certs.lifetime` accepted: Apple platforms refuse TLS server certificates valid
+/// for more than 825 days, whoever issued them.
+const MAX_LEAF_LIFETIME: Duration = Duration::from_secs(825 * 24 * 3600);
 
 /// Turns the parsed file into the runtime config, or returns every problem found (in file order).
 pub fn validate(file: FileConfig, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
@@ -306,11 +312,30 @@ impl Validator<'_> {
             ("default_sni", listener.default_sni.is_some()),
             ("tls", listener.tls.is_some()),
             ("routes", listener.routes.is_some()),
+            ("mode", listener.mode.is_some()),
+            ("ca", listener.ca.is_some()),
+            ("certs", listener.certs.is_some()),
+            ("upstream_ca", listener.upstream_ca.is_some()),
+            (
+                "danger_accept_invalid_upstream_certs",
+                listener.danger_accept_invalid_upstream_certs.is_some(),
+            ),
+            ("rules", listener.rules.is_some()),
+            ("default_action", listener.default_action.is_some()),
         ];
         let allowed: &[&str] = match kind {
             ListenerKindFile::TlsPassthrough => &["relay", "inner_port", "default_sni"],
             ListenerKindFile::Http => &["relay"],
             ListenerKindFile::Relay => &["tls", "routes"],
+            ListenerKindFile::Intercept => &[
+                "mode",
+                "ca",
+                "certs",
+                "upstream_ca",
+                "danger_accept_invalid_upstream_certs",
+                "rules",
+                "default_action",
+            ],
         };
         for (key, _) in present
             .iter()
@@ -365,7 +390,273 @@ impl Validator<'_> {
                     routes: Arc::new(routes?),
                 }))
             }
+            ListenerKindFile::Intercept => {
+                self.intercept(at, listener).map(ListenerKind::Intercept)
+            }
         }
+    }
+
+    // ---- intercept listeners ----
+
+    fn intercept(&mut self, at: &str, listener: ListenerFile) -> Option<InterceptListener> {
+        let mode = match listener.mode.map(|m| self.parsed(&format!("{at}.mode"), m)) {
+            None => Some(InterceptMode::Explicit),
+            Some(None) => None,
+            Some(Some(InterceptModeFile::Explicit)) => Some(InterceptMode::Explicit),
+            Some(Some(InterceptModeFile::Transparent)) => Some(InterceptMode::Transparent),
+        };
+        let ca = match listener.ca {
+            Some(ca) => {
+                let ca_at = format!("{at}.ca");
+                self.parsed(&ca_at, ca)
+                    .and_then(|ca| self.intercept_ca(&ca_at, &ca))
+            }
+            None => {
+                self.error(
+                    format!("{at}.ca"),
+                    "required for kind intercept: `dir` (holding ca.pem and ca.key), or `cert` \
+                     and `key`",
+                );
+                None
+            }
+        };
+        let certs = self.cert_settings(&format!("{at}.certs"), listener.certs);
+        let upstream_roots = self.upstream_roots(at, listener.upstream_ca.as_deref());
+        let danger = self.patterns(
+            &format!("{at}.danger_accept_invalid_upstream_certs"),
+            listener
+                .danger_accept_invalid_upstream_certs
+                .as_deref()
+                .unwrap_or_default(),
+        );
+        let rules = self.intercept_rules(at, listener.rules, listener.default_action);
+
+        let (strategy, leaf_lifetime, cache_capacity, cache_ttl) = certs?;
+        Some(InterceptListener {
+            mode: mode?,
+            rules: Arc::new(rules?),
+            certs: Arc::new(CertSettings {
+                ca: Arc::new(ca?),
+                strategy,
+                leaf_lifetime,
+                cache_capacity,
+                cache_ttl,
+            }),
+            upstream_roots: upstream_roots?,
+            danger_accept_invalid_upstream_certs: danger?,
+        })
+    }
+
+    /// Loads the CA from `dir`, or from `cert` and `key`; exactly one of the two forms.
+    fn intercept_ca(&mut self, at: &str, ca: &InterceptCaFile) -> Option<CertAuthority> {
+        match (&ca.dir, &ca.cert, &ca.key) {
+            (Some(dir), None, None) => {
+                let result =
+                    CertAuthority::load_dir(&self.resolve(dir)).map_err(|e| describe_ca(&e));
+                self.check(format!("{at}.dir"), result)
+            }
+            (None, Some(cert), Some(key)) => {
+                let (cert, key) = (self.resolve(cert), self.resolve(key));
+                match CertAuthority::load(&cert, &key) {
+                    Ok(ca) => Some(ca),
+                    Err(err) => {
+                        let field = ca_error_field(&err, &key);
+                        self.error(format!("{at}.{field}"), describe_ca(&err));
+                        None
+                    }
+                }
+            }
+            (Some(_), _, _) => {
+                self.error(
+                    at,
+                    "give either `dir` or `cert` and `key`, not both (dir holds ca.pem and ca.key)",
+                );
+                None
+            }
+            (None, Some(_), None) => {
+                self.error(format!("{at}.key"), "required when cert is set");
+                None
+            }
+            (None, None, Some(_)) => {
+                self.error(format!("{at}.cert"), "required when key is set");
+                None
+            }
+            (None, None, None) => {
+                self.error(
+                    at,
+                    "needs `dir` (holding ca.pem and ca.key), or `cert` and `key`",
+                );
+                None
+            }
+        }
+    }
+
+    /// Strategy, leaf lifetime, cache capacity and cache TTL, defaults from `CertSettings`.
+    fn cert_settings(
+        &mut self,
+        at: &str,
+        file: Option<Lenient<CertsFile>>,
+    ) -> Option<(CertStrategy, Duration, usize, Duration)> {
+        let file = match file {
+            None => CertsFile::default(),
+            Some(file) => self.parsed(at, file)?,
+        };
+        let strategy = match file
+            .strategy
+            .map(|s| self.parsed(&format!("{at}.strategy"), s))
+        {
+            None | Some(Some(CertStrategyFile::DownstreamFirst)) => {
+                Some(CertStrategy::DownstreamFirst)
+            }
+            Some(Some(CertStrategyFile::UpstreamFirst)) => Some(CertStrategy::UpstreamFirst),
+            Some(None) => None,
+        };
+        let lifetime = match file.lifetime {
+            Some(Duration::ZERO) => {
+                self.error(format!("{at}.lifetime"), "must be greater than zero");
+                None
+            }
+            Some(d) if d > MAX_LEAF_LIFETIME => {
+                self.error(
+                    format!("{at}.lifetime"),
+                    format!(
+                        "{} is too long: at most {} (Apple platforms refuse longer-lived \
+                         TLS certificates)",
+                        show_duration(d),
+                        show_duration(MAX_LEAF_LIFETIME)
+                    ),
+                );
+                None
+            }
+            d => Some(d.unwrap_or(CertSettings::DEFAULT_LEAF_LIFETIME)),
+        };
+        let capacity = match file.cache_size {
+            Some(0) => {
+                self.error(format!("{at}.cache_size"), "must be at least 1");
+                None
+            }
+            n => Some(n.unwrap_or(CertSettings::DEFAULT_CACHE_CAPACITY)),
+        };
+        let ttl = match file.cache_ttl {
+            Some(Duration::ZERO) => {
+                self.error(format!("{at}.cache_ttl"), "must be greater than zero");
+                None
+            }
+            d => Some(d.unwrap_or(CertSettings::DEFAULT_CACHE_TTL)),
+        };
+        if let (Some(ttl), Some(lifetime)) = (ttl, lifetime)
+            && ttl >= lifetime
+        {
+            // Whichever was written is the one to change; both defaults always agree.
+            let key = if file.cache_ttl.is_some() {
+                "cache_ttl"
+            } else {
+                "lifetime"
+            };
+            self.error(
+                format!("{at}.{key}"),
+                format!(
+                    "cache_ttl ({}) must be below lifetime ({}): a cached certificate must never \
+                     be served after it expires",
+                    show_duration(ttl),
+                    show_duration(lifetime)
+                ),
+            );
+            return None;
+        }
+        Some((strategy?, lifetime?, capacity?, ttl?))
+    }
+
+    /// The trust anchors for origins: `upstream_ca` if given, else the system trust store.
+    fn upstream_roots(
+        &mut self,
+        at: &str,
+        bundle: Option<&Path>,
+    ) -> Option<Arc<rustls::RootCertStore>> {
+        let at = format!("{at}.upstream_ca");
+        let bundle = match bundle {
+            Some(path) => Some(self.certs(at.clone(), path)?),
+            None => None,
+        };
+        match tls::upstream_roots(bundle.as_deref()) {
+            Ok(roots) => Some(roots),
+            Err(TlsConfigError::EmptyTrustAnchors) if bundle.is_none() => {
+                self.error(
+                    at,
+                    "no certificates found in the system trust store (install ca-certificates, \
+                     set SSL_CERT_FILE, or name a PEM bundle here)",
+                );
+                None
+            }
+            Err(err) => {
+                self.error(at, format!("loading trust anchors: {err}"));
+                None
+            }
+        }
+    }
+
+    /// Host patterns under `at[i]`; `None` if any is bad (each reported).
+    fn patterns(&mut self, at: &str, texts: &[String]) -> Option<Vec<FqdnPattern>> {
+        let mut built = Vec::with_capacity(texts.len());
+        let mut ok = true;
+        for (index, text) in texts.iter().enumerate() {
+            let pattern = FqdnPattern::parse(text).map_err(|e| format!("{text:?}: {e}"));
+            match self.check(format!("{at}[{index}]"), pattern) {
+                Some(pattern) => built.push(pattern),
+                None => ok = false,
+            }
+        }
+        ok.then_some(built)
+    }
+
+    fn intercept_rules(
+        &mut self,
+        at: &str,
+        rules: Option<Vec<Lenient<InterceptRuleFile>>>,
+        default_action: Option<Lenient<InterceptActionFile>>,
+    ) -> Option<InterceptRules> {
+        let mut built = Vec::new();
+        let mut ok = true;
+        for (index, rule) in rules.unwrap_or_default().into_iter().enumerate() {
+            let at = format!("{at}.rules[{index}]");
+            let rule = self
+                .parsed(&at, rule)
+                .and_then(|rule| self.intercept_rule(&at, rule));
+            match rule {
+                Some(rule) => built.push(rule),
+                None => ok = false,
+            }
+        }
+        let default = match default_action {
+            None => Some(InterceptAction::Bump),
+            Some(action) => self
+                .parsed(&format!("{at}.default_action"), action)
+                .map(intercept_action),
+        };
+        let default = default?;
+        ok.then_some(InterceptRules {
+            rules: built,
+            default,
+        })
+    }
+
+    fn intercept_rule(&mut self, at: &str, rule: InterceptRuleFile) -> Option<InterceptRule> {
+        let pattern =
+            FqdnPattern::parse(&rule.pattern).map_err(|e| format!("{:?}: {e}", rule.pattern));
+        let pattern = self.check(format!("{at}.match"), pattern);
+        let ports = rule.ports.unwrap_or_default();
+        let mut ports_ok = true;
+        for (index, port) in ports.iter().enumerate() {
+            if *port == 0 {
+                self.error(format!("{at}.ports[{index}]"), "must be 1-65535");
+                ports_ok = false;
+            }
+        }
+        Some(InterceptRule {
+            pattern: pattern?,
+            ports: ports_ok.then_some(ports)?,
+            action: intercept_action(rule.action),
+        })
     }
 
     fn relay_reference(
@@ -620,6 +911,50 @@ fn parse_target(text: &str) -> Result<UpstreamTarget, String> {
         host: TargetHost::Fixed(host),
         port,
     })
+}
+
+/// A duration the way a config would say it: `7d`, `12h`, else humantime's `1h 30m`.
+fn show_duration(d: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs > 0 && secs.is_multiple_of(DAY) {
+        format!("{}d", secs / DAY)
+    } else if d.subsec_nanos() == 0 && secs > 0 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+fn intercept_action(action: InterceptActionFile) -> InterceptAction {
+    match action {
+        InterceptActionFile::Bump => InterceptAction::Bump,
+        InterceptActionFile::Splice => InterceptAction::Splice,
+        InterceptActionFile::Deny => InterceptAction::Deny,
+    }
+}
+
+/// A CA error with its causes (`reading ca.key: No such file or directory`).
+fn describe_ca(err: &CaError) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Which of `ca.cert` / `ca.key` a loading error is about.
+fn ca_error_field(err: &CaError, key: &Path) -> &'static str {
+    match err {
+        CaError::KeyTooOpen { .. } | CaError::InvalidKey { .. } | CaError::KeyMismatch { .. } => {
+            "key"
+        }
+        CaError::ReadFile { path, .. } if path == key => "key",
+        _ => "cert",
+    }
 }
 
 fn parse_server_name(name: &str) -> Result<ServerName<'static>, String> {
@@ -967,6 +1302,224 @@ limits: {max_connections: lots}
         );
     }
 
+    /// A fresh interception CA in `dir/ca` (ca.pem, ca.key 0600) and a public-roots bundle
+    /// `dir/roots.pem`, so tests never depend on the machine's trust store.
+    fn write_intercept_pki(dir: &Path) {
+        let params = tlsgate_ca::CaParams {
+            common_name: "tlsgate test interception CA".to_owned(),
+            algorithm: tlsgate_ca::Algorithm::EcdsaP256,
+            days: 30,
+        };
+        tlsgate_ca::CertAuthority::generate(&params)
+            .expect("generate CA")
+            .save(&dir.join("ca"))
+            .expect("save CA");
+        write_pki(dir);
+        fs::copy(dir.join("certs/ca.pem"), dir.join("roots.pem")).expect("copy roots");
+    }
+
+    fn intercept(config: &Config, index: usize) -> &InterceptListener {
+        match &config.listeners[index].kind {
+            ListenerKind::Intercept(intercept) => intercept,
+            other => panic!("listener {index} is not intercept: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn intercept_takes_the_documented_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_intercept_pki(dir.path());
+        let yaml = "listeners:\n- {name: p, kind: intercept, listen: \"127.0.0.1:0\", ca: {dir: ca}, upstream_ca: roots.pem}\n";
+        let config = validate_yaml(yaml, dir.path()).expect("valid config");
+        let p = intercept(&config, 0);
+        assert_eq!(p.mode, InterceptMode::Explicit);
+        assert!(p.rules.rules.is_empty());
+        assert_eq!(p.rules.default, InterceptAction::Bump);
+        assert_eq!(p.certs.strategy, CertStrategy::DownstreamFirst);
+        assert_eq!(p.certs.leaf_lifetime, CertSettings::DEFAULT_LEAF_LIFETIME);
+        assert_eq!(p.certs.cache_capacity, CertSettings::DEFAULT_CACHE_CAPACITY);
+        assert_eq!(p.certs.cache_ttl, CertSettings::DEFAULT_CACHE_TTL);
+        assert!(p.danger_accept_invalid_upstream_certs.is_empty());
+        let debug = format!("{:?}", p.certs.ca);
+        assert!(
+            debug.contains("tlsgate test interception CA") && !debug.contains("PRIVATE"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn intercept_reads_every_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_intercept_pki(dir.path());
+        let yaml = r#"
+listeners:
+  - name: proxy
+    kind: intercept
+    listen: 127.0.0.1:0
+    mode: transparent
+    ca: {cert: ca/ca.pem, key: ca/ca.key}
+    certs: {strategy: upstream-first, lifetime: 2d, cache_size: 5, cache_ttl: 12h}
+    upstream_ca: roots.pem
+    danger_accept_invalid_upstream_certs: [lab.example.com, "*.test.example"]
+    rules:
+      - {match: "*.bank.example", ports: [443, 8443], action: splice}
+      - {match: blocked.example.com, action: deny}
+      - {match: "*", ports: [], action: bump}
+    default_action: deny
+"#;
+        let config = validate_yaml(yaml, dir.path()).expect("valid config");
+        let p = intercept(&config, 0);
+        assert_eq!(p.mode, InterceptMode::Transparent);
+        assert_eq!(p.certs.strategy, CertStrategy::UpstreamFirst);
+        assert_eq!(p.certs.leaf_lifetime, Duration::from_secs(2 * 86400));
+        assert_eq!(p.certs.cache_capacity, 5);
+        assert_eq!(p.certs.cache_ttl, Duration::from_secs(12 * 3600));
+        let danger: Vec<String> = p
+            .danger_accept_invalid_upstream_certs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(danger, ["lab.example.com", "*.test.example"]);
+        let rules: Vec<(String, Vec<u16>, InterceptAction)> = p
+            .rules
+            .rules
+            .iter()
+            .map(|r| (r.pattern.to_string(), r.ports.clone(), r.action))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                (
+                    "*.bank.example".to_owned(),
+                    vec![443, 8443],
+                    InterceptAction::Splice
+                ),
+                (
+                    "blocked.example.com".to_owned(),
+                    vec![],
+                    InterceptAction::Deny
+                ),
+                ("*".to_owned(), vec![], InterceptAction::Bump),
+            ]
+        );
+        assert_eq!(p.rules.default, InterceptAction::Deny);
+    }
+
+    #[test]
+    fn intercept_reports_every_problem_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_intercept_pki(dir.path());
+        let key = dir.path().join("ca/ca.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let yaml = r#"
+listeners:
+  - name: a
+    kind: intercept
+    listen: 127.0.0.1:0
+    mode: sideways
+    ca: {dir: missing-ca}
+    certs: {lifetime: 1d, cache_ttl: 7d, strategy: sometimes}
+    upstream_ca: roots.pem
+    danger_accept_invalid_upstream_certs: [ok.example, "*.*.example"]
+    rules:
+      - {match: "a.*.com", action: splice}
+      - {match: ok.example.com, action: allow}
+      - {match: x.example.com, ports: [443, 0], action: deny}
+    default_action: pass
+  - name: b
+    kind: intercept
+    listen: 127.0.0.1:0
+    ca: {cert: ca/ca.pem, key: ca/ca.key}
+    upstream_ca: missing-roots.pem
+  - name: c
+    kind: intercept
+    listen: 127.0.0.1:0
+    ca: {dir: ca, cert: ca/ca.pem}
+    certs: {cache_size: 0, lifetime: 900d}
+    routes: []
+  - name: d
+    kind: intercept
+    listen: 127.0.0.1:0
+    ca: {key: ca/ca.key}
+"#;
+        let errors = validate_yaml(yaml, dir.path()).expect_err("refused");
+        let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "listeners[0].mode",
+                "listeners[0].ca.dir",
+                "listeners[0].certs.strategy",
+                "listeners[0].certs.cache_ttl",
+                "listeners[0].danger_accept_invalid_upstream_certs[1]",
+                "listeners[0].rules[0].match",
+                "listeners[0].rules[1].action",
+                "listeners[0].rules[2].ports[1]",
+                "listeners[0].default_action",
+                "listeners[1].ca.key",
+                "listeners[1].upstream_ca",
+                "listeners[2].routes",
+                "listeners[2].ca",
+                "listeners[2].certs.lifetime",
+                "listeners[2].certs.cache_size",
+                "listeners[3].ca.cert",
+            ],
+            "{rendered:#?}"
+        );
+        let expect = |index: usize, part: &str| {
+            assert!(
+                rendered[index].contains(part),
+                "{part:?} not in {}",
+                rendered[index]
+            );
+        };
+        expect(
+            0,
+            "unknown variant `sideways`, expected `explicit` or `transparent`",
+        );
+        expect(1, "missing-ca/ca.pem");
+        expect(1, "No such file or directory");
+        expect(
+            2,
+            "unknown variant `sometimes`, expected `downstream-first` or `upstream-first`",
+        );
+        expect(3, "cache_ttl (7d) must be below lifetime (1d)");
+        expect(4, "\"*.*.example\": `*` is only allowed");
+        expect(
+            6,
+            "unknown variant `allow`, expected one of `bump`, `splice`, `deny`",
+        );
+        expect(8, "unknown variant `pass`");
+        expect(9, "is readable by group or others (mode 0644)");
+        expect(10, "missing-roots.pem");
+        expect(11, "not used by kind intercept");
+        expect(12, "not both");
+        expect(13, "900d is too long: at most 825d");
+    }
+
+    #[test]
+    fn intercept_requires_a_ca_and_other_kinds_refuse_intercept_keys() {
+        let yaml = "listeners:\n- {name: p, kind: intercept, listen: \"127.0.0.1:1\", upstream_ca: roots.pem}\n- {name: r, kind: relay, listen: \"127.0.0.1:2\", rules: [], default_action: bump, tls: {cert: c, key: k}, routes: []}\n";
+        let errors = validate_yaml(yaml, Path::new("/nonexistent")).expect_err("refused");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "listeners[0].ca",
+                "listeners[0].upstream_ca",
+                "listeners[1].rules",
+                "listeners[1].default_action",
+                "listeners[1].tls.cert",
+                "listeners[1].tls.key",
+                "listeners[1].routes",
+            ],
+            "{errors:#?}"
+        );
+        assert!(errors[0].message.starts_with("required for kind intercept"));
+        assert_eq!(errors[2].message, "not used by kind relay; remove it");
+    }
+
     #[test]
     fn parses_host_port_forms() {
         assert_eq!(parse_host_port("[::1]:443"), Ok(("::1".into(), 443)));
@@ -995,19 +1548,61 @@ mod docs_tests {
     use super::*;
     use crate::config::parse_yaml;
 
-    /// The sample in docs/config.md, parsed with the real schema.
-    fn docs_sample() -> FileConfig {
+    /// The yaml samples in docs/config.md, in order, each parsed with the real schema.
+    fn docs_samples() -> Vec<FileConfig> {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
         let text = std::fs::read_to_string(&docs).expect("read docs/config.md");
-        let start = text.find("```yaml\n").expect("a yaml sample") + "```yaml\n".len();
-        let len = text[start..].find("```").expect("end of the yaml sample");
-        let (file, errors) = parse_yaml(&text[start..start + len]);
+        let mut samples = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("```yaml\n") {
+            rest = &rest[start + "```yaml\n".len()..];
+            let len = rest.find("```").expect("end of a yaml sample");
+            let (file, errors) = parse_yaml(&rest[..len]);
+            assert_eq!(
+                errors,
+                [],
+                "docs/config.md sample {} does not match the schema",
+                samples.len()
+            );
+            samples.push(file.expect("sample parses"));
+            rest = &rest[len..];
+        }
+        samples
+    }
+
+    fn docs_sample() -> FileConfig {
+        docs_samples().into_iter().next().expect("a yaml sample")
+    }
+
+    #[test]
+    fn docs_intercept_sample_shows_the_real_defaults() {
+        let samples = docs_samples();
+        assert_eq!(samples.len(), 2, "the main sample and the intercept sample");
+        let listener = samples[1].listeners[0]
+            .value
+            .as_ref()
+            .expect("intercept listener");
+        assert_eq!(listener.kind, ListenerKindFile::Intercept);
+        let certs = listener
+            .certs
+            .as_ref()
+            .and_then(|c| c.value.as_ref())
+            .expect("sample shows certs");
+        assert_eq!(certs.lifetime, Some(CertSettings::DEFAULT_LEAF_LIFETIME));
+        assert_eq!(certs.cache_size, Some(CertSettings::DEFAULT_CACHE_CAPACITY));
+        assert_eq!(certs.cache_ttl, Some(CertSettings::DEFAULT_CACHE_TTL));
         assert_eq!(
-            errors,
-            [],
-            "docs/config.md sample does not match the schema"
+            certs.strategy.as_ref().and_then(|s| s.value),
+            Some(CertStrategyFile::DownstreamFirst)
         );
-        file.expect("sample parses")
+        assert_eq!(
+            listener.mode.as_ref().and_then(|m| m.value),
+            Some(InterceptModeFile::Explicit)
+        );
+        assert_eq!(
+            listener.default_action.as_ref().and_then(|a| a.value),
+            Some(InterceptActionFile::Bump)
+        );
     }
 
     #[test]
