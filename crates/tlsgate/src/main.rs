@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod paths;
 
 fn main() -> std::process::ExitCode {
     cli::main()

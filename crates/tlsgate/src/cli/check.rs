@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use tlsgate_proxy::config::{Config, ListenerKind};
+use tlsgate_proxy::config::{Config, InterceptAction, InterceptMode, ListenerKind};
 
 use crate::config;
 
@@ -48,7 +48,29 @@ fn describe_listener(listener: &tlsgate_proxy::config::Listener) -> String {
                 format!("with {n} route{}", if n == 1 { "" } else { "s" }),
             )
         }
-        ListenerKind::Intercept(_) => ("intercept", String::new()),
+        ListenerKind::Intercept(intercept) => {
+            let mode = match intercept.mode {
+                InterceptMode::Explicit => "explicit",
+                InterceptMode::Transparent => "transparent",
+            };
+            let n = intercept.rules.rules.len();
+            (
+                "intercept",
+                format!(
+                    "with {n} rule{}, default {}, {mode} mode",
+                    if n == 1 { "" } else { "s" },
+                    action_name(intercept.rules.default)
+                ),
+            )
+        }
     };
     format!("{}: {kind} on {} {detail}", listener.name, listener.listen)
+}
+
+fn action_name(action: InterceptAction) -> &'static str {
+    match action {
+        InterceptAction::Bump => "bump",
+        InterceptAction::Splice => "splice",
+        InterceptAction::Deny => "deny",
+    }
 }

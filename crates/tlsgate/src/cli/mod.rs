@@ -53,7 +53,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the listeners of a config file until SIGINT/SIGTERM.
+    /// Run the listeners of a config file (or, without one, an intercepting proxy) until
+    /// SIGINT/SIGTERM.
     Run(RunArgs),
     /// Validate a config file without binding sockets; report every problem with its key path.
     Check(ConfigArg),
@@ -71,8 +72,13 @@ struct ConfigArg {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    #[command(flatten)]
-    config: ConfigArg,
+    /// The YAML config file (see docs/config.md). Without it: an explicit intercepting proxy on
+    /// --listen that bumps everything with a CA created on first use in the data directory.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Without --config: the proxy's address.
+    #[arg(long, value_name = "ADDR", conflicts_with = "config", default_value_t = run::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
     /// Log filter, e.g. `info` or `tlsgate_proxy=debug,info`. Overrides RUST_LOG; default `info`.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
@@ -87,7 +93,11 @@ enum DemoCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run::run(&args.config.config, args.log_level.as_deref()),
+        Command::Run(args) => run::run(
+            args.config.as_deref(),
+            args.listen,
+            args.log_level.as_deref(),
+        ),
         Command::Check(args) => check::check(&args.config),
         Command::Demo(DemoCommand::Tunnel) => demo::tunnel(),
     }

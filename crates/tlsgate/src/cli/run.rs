@@ -1,18 +1,34 @@
-//! `tlsgate run`: load, bind, serve until a signal, drain.
+//! `tlsgate run`: load (or, without a config, make the default intercepting proxy), bind, serve
+//! until a signal, drain.
 
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
+use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
 use tlsgate_proxy::Gateway;
+use tlsgate_proxy::config::Config;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use super::fail;
-use crate::config;
+use crate::{config, paths};
 
-pub fn run(path: &Path, log_level: Option<&str>) -> ExitCode {
+/// Where `tlsgate run` without `--config` listens: loopback only, so the machine's own
+/// clients can use it without exposing a bumping proxy to the network; 8080 is the customary
+/// proxy port.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// Common name of the CA `run` creates on first use.
+const DEFAULT_CA_NAME: &str = "tlsgate local interception CA";
+/// Validity of that CA: ten years, so a CA users have trusted does not expire under them.
+const DEFAULT_CA_DAYS: u32 = 3650;
+/// The URL in the printed trust line.
+const TRY_URL: &str = "https://example.com/";
+
+/// `config`: the file to run; `None` runs the default intercepting proxy on `listen`.
+pub fn run(config: Option<&Path>, listen: SocketAddr, log_level: Option<&str>) -> ExitCode {
     if let Err(err) = init_tracing(log_level) {
         return fail(&err);
     }
@@ -20,7 +36,17 @@ pub fn run(path: &Path, log_level: Option<&str>) -> ExitCode {
         .enable_all()
         .build()
         .context("starting the async runtime");
-    let result = runtime.and_then(|rt| rt.block_on(serve(path)));
+    let result = runtime.and_then(|rt| {
+        rt.block_on(async {
+            match config {
+                Some(path) => serve(load_file(path)?, None).await,
+                None => {
+                    let (config, ca_cert) = default_proxy(listen)?;
+                    serve(config, Some(ca_cert)).await
+                }
+            }
+        })
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
@@ -48,22 +74,72 @@ fn init_tracing(log_level: Option<&str>) -> anyhow::Result<()> {
         .map_err(|err| anyhow!("setting up logging: {err}"))
 }
 
-async fn serve(path: &Path) -> anyhow::Result<()> {
-    let config = config::load(path).map_err(|problems| {
+fn load_file(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|problems| {
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
         anyhow!(
             "invalid config {} (`tlsgate check` reports the same):\n  {}",
             path.display(),
             lines.join("\n  ")
         )
+    })
+}
+
+/// The config of `run` without `--config`, and the path of its CA certificate. Creates the CA in
+/// the default directory if there is none yet.
+fn default_proxy(listen: SocketAddr) -> anyhow::Result<(Config, PathBuf)> {
+    let dir = paths::default_ca_dir().map_err(|e| anyhow!("finding the CA directory: {e}"))?;
+    let cert = dir.join(tlsgate_ca::CA_CERT_PEM);
+    if !cert.exists() {
+        create_ca(&dir)?;
+        say(format_args!(
+            "created a new interception CA in {}",
+            dir.display()
+        ));
+    }
+    let config = config::default_intercept(listen, &dir).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow!(
+            "the default intercepting proxy cannot start:\n  {}",
+            lines.join("\n  ")
+        )
     })?;
+    Ok((config, cert))
+}
+
+fn create_ca(dir: &Path) -> anyhow::Result<()> {
+    let params = CaParams {
+        common_name: DEFAULT_CA_NAME.to_owned(),
+        algorithm: Algorithm::EcdsaP256,
+        days: DEFAULT_CA_DAYS,
+    };
+    let ca = CertAuthority::generate(&params).context("generating the interception CA")?;
+    ca.save(dir)
+        .with_context(|| format!("saving the interception CA to {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), "created interception CA");
+    Ok(())
+}
+
+/// Serves `config` until a signal; `ca_cert` (the default proxy's CA) adds the line that shows
+/// how to trust it.
+async fn serve(config: Config, ca_cert: Option<PathBuf>) -> anyhow::Result<()> {
     let grace = config.timeouts.shutdown_grace;
     // Before announcing the listeners: a supervisor may signal as soon as it sees them.
     let mut signals = Signals::new()?;
     let gateway = Gateway::bind(config).await.context("binding listeners")?;
-    for (name, addr) in gateway.local_addrs() {
-        println!("listening: {name} {addr}");
+    let addrs = gateway.local_addrs();
+    for (name, addr) in &addrs {
+        say(format_args!("listening: {name} {addr}"));
         tracing::info!(listener = %name, %addr, "listening");
+    }
+    if let (Some(cert), Some((_, addr))) = (ca_cert, addrs.first()) {
+        let proxy = reachable(*addr);
+        say(format_args!("CA certificate: {}", cert.display()));
+        say(format_args!(
+            "trust it per request, e.g.: curl --cacert {} -x http://{proxy} {TRY_URL}",
+            shell_quote(&cert.display().to_string())
+        ));
+        tracing::info!(ca_cert = %cert.display(), "bumping with this CA; clients must trust it");
     }
 
     let shutdown = CancellationToken::new();
@@ -79,6 +155,39 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
     gateway.run(shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One line on stdout for whoever started us. A closed stdout (the supervisor went away) must not
+/// stop the gateway, so write errors are ignored; the same facts are logged.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// `text` as one shell word: unchanged when it is plainly safe, else single-quoted.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// An address a local client can connect to: the loopback address for a wildcard listener.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
 }
 
 /// SIGINT and SIGTERM as one stream.
@@ -101,5 +210,30 @@ impl Signals {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_only_paths_that_need_it() {
+        assert_eq!(
+            shell_quote("/home/a/.local/ca.pem"),
+            "/home/a/.local/ca.pem"
+        );
+        assert_eq!(shell_quote("/home/a b/ca.pem"), "'/home/a b/ca.pem'");
+        assert_eq!(shell_quote("/it's/ca.pem"), r"'/it'\''s/ca.pem'");
+    }
+
+    #[test]
+    fn points_clients_at_loopback_for_wildcard_listeners() {
+        let v4: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        assert_eq!(reachable(v4).to_string(), "127.0.0.1:8080");
+        let v6: SocketAddr = "[::]:3128".parse().expect("addr");
+        assert_eq!(reachable(v6).to_string(), "[::1]:3128");
+        let fixed: SocketAddr = "192.0.2.1:8080".parse().expect("addr");
+        assert_eq!(reachable(fixed), fixed);
     }
 }
