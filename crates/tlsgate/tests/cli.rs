@@ -298,3 +298,298 @@ fn demo_tunnel_runs_the_whole_topology_and_checks_certificates() {
     assert!(out.contains("refused (relay: no_route)"), "{out}");
     assert!(out.contains("all 6 checks passed"), "{out}");
 }
+
+// ---- intercept listeners and `run` without a config ----
+
+fn intercept_examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/intercept")
+}
+
+/// An interception CA made by tlsgate-ca in `dir` (ca.pem, ca.der, ca.key 0600).
+fn write_interception_ca(dir: &Path) {
+    let params = tlsgate_ca::CaParams {
+        common_name: "tlsgate test interception CA".to_owned(),
+        algorithm: tlsgate_ca::Algorithm::EcdsaP256,
+        days: 30,
+    };
+    tlsgate_ca::CertAuthority::generate(&params)
+        .expect("generate CA")
+        .save(dir)
+        .expect("save CA");
+}
+
+/// A PEM bundle to stand in for the system trust store (via SSL_CERT_FILE), so the tests do not
+/// depend on the machine having ca-certificates installed.
+fn write_trust_store(path: &Path) {
+    write(path, &new_ca("tlsgate test public root").pem(), 0o644);
+}
+
+fn tlsgate_with_trust_store(args: &[&str], trust_store: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tlsgate"))
+        .args(args)
+        .env("SSL_CERT_FILE", trust_store)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .expect("run tlsgate")
+}
+
+#[test]
+fn check_accepts_both_intercept_examples() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["explicit.yaml", "transparent.yaml"] {
+        fs::copy(intercept_examples_dir().join(name), dir.path().join(name)).expect("copy example");
+    }
+    write_interception_ca(&dir.path().join("ca"));
+    let trust_store = dir.path().join("system-roots.pem");
+    write_trust_store(&trust_store);
+
+    let expected = [
+        (
+            "explicit.yaml",
+            "config OK: 1 listener (proxy: intercept on 127.0.0.1:8080 with 2 rules, default \
+             bump, explicit mode)",
+        ),
+        (
+            "transparent.yaml",
+            "config OK: 1 listener (transparent: intercept on 127.0.0.1:8443 with 3 rules, \
+             default bump, transparent mode)",
+        ),
+    ];
+    for (name, summary) in expected {
+        let config = dir.path().join(name);
+        let output = tlsgate_with_trust_store(
+            &["check", "--config", &config.to_string_lossy()],
+            &trust_store,
+        );
+        assert!(output.status.success(), "{name}:\n{}", stderr(&output));
+        assert_eq!(stdout(&output).trim(), summary, "{name}");
+    }
+}
+
+#[test]
+fn check_reports_every_intercept_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_interception_ca(&dir.path().join("ca"));
+    fs::set_permissions(
+        dir.path().join("ca/ca.key"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let trust_store = dir.path().join("system-roots.pem");
+    write_trust_store(&trust_store);
+    let config = dir.path().join("broken.yaml");
+    write(
+        &config,
+        r#"
+listeners:
+  - name: proxy
+    kind: intercept
+    listen: 127.0.0.1:8080
+    mode: transparant
+    ca:
+      dir: ca
+    certs:
+      lifetime: 1d
+      cache_ttl: 2d
+    rules:
+      - match: "*.bank.*"
+        action: splice
+      - match: blocked.example.com
+        action: block
+  - name: second
+    kind: intercept
+    listen: 127.0.0.1:8081
+    ca:
+      dir: no-such-ca
+    upstream_ca: roots.pem
+"#,
+        0o644,
+    );
+
+    let output = tlsgate_with_trust_store(
+        &["check", "--config", &config.to_string_lossy()],
+        &trust_store,
+    );
+    assert_eq!(output.status.code(), Some(1), "stdout: {}", stdout(&output));
+    let report = stderr(&output);
+    let lines: Vec<&str> = report.lines().collect();
+    let key = dir.path().join("ca/ca.key");
+    let expected = [
+        "listeners[0].mode: unknown variant `transparant`, expected `explicit` or `transparent`"
+            .to_owned(),
+        format!(
+            "listeners[0].ca.dir: CA key {} is readable by group or others (mode 0644); \
+             restrict it with: chmod 600 {}",
+            key.display(),
+            key.display()
+        ),
+        "listeners[0].certs.cache_ttl: cache_ttl (2d) must be below lifetime (1d): a \
+         cached certificate must never be served after it expires"
+            .to_owned(),
+        "listeners[0].rules[0].match: \"*.bank.*\": `*` is only allowed as the whole first \
+         label (`*.example.com`) or alone"
+            .to_owned(),
+        "listeners[0].rules[1].action: unknown variant `block`, expected one of `bump`, \
+         `splice`, `deny`"
+            .to_owned(),
+        format!(
+            "listeners[1].ca.dir: reading {}: No such file or directory (os error 2)",
+            dir.path().join("no-such-ca/ca.pem").display()
+        ),
+        "listeners[1].upstream_ca: reading roots.pem: No such file or directory (os error 2)"
+            .to_owned(),
+        format!("{}: 7 problems", config.display()),
+    ];
+    assert_eq!(lines, expected, "full report:\n{report}");
+    assert_eq!(stdout(&output), "", "nothing claims success");
+}
+
+#[test]
+fn run_refuses_listen_together_with_config() {
+    let output = tlsgate(&["run", "--config", "tlsgate.yaml", "--listen", "127.0.0.1:0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("cannot be used with"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit.
+fn terminate(child: &mut ChildGuard) {
+    let pid = child.0.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tlsgate run did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+/// Starts `tlsgate run --listen 127.0.0.1:0` with `home` as HOME and `xdg` as XDG_DATA_HOME and
+/// returns it with the first `lines` lines of its stdout, and the rest of stdout (kept open: a
+/// closed pipe would make the child's next print fail).
+fn run_default(
+    home: &Path,
+    xdg: &Path,
+    trust_store: &Path,
+    lines: usize,
+) -> (ChildGuard, Vec<String>, impl BufRead) {
+    let child = Command::new(env!("CARGO_BIN_EXE_tlsgate"))
+        .args(["run", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", xdg)
+        .env("SSL_CERT_FILE", trust_store)
+        .env_remove("SSL_CERT_DIR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tlsgate run");
+    let mut child = ChildGuard(child);
+    let mut out = BufReader::new(child.0.stdout.take().expect("piped stdout"));
+    let mut read = Vec::new();
+    for _ in 0..lines {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).expect("read stdout");
+        assert_ne!(n, 0, "stdout ended after {read:?}");
+        read.push(line.trim_end().to_owned());
+    }
+    (child, read, out)
+}
+
+#[test]
+fn run_without_config_creates_a_ca_prints_how_to_trust_it_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let xdg = dir.path().join("xdg");
+    fs::create_dir_all(&home).expect("mkdir home");
+    let trust_store = dir.path().join("system-roots.pem");
+    write_trust_store(&trust_store);
+    let ca_dir = xdg.join("tlsgate/ca");
+    let cert = ca_dir.join("ca.pem");
+
+    // First run: the CA is created in $XDG_DATA_HOME/tlsgate/ca.
+    let (mut child, lines, _out) = run_default(&home, &xdg, &trust_store, 4);
+    assert_eq!(
+        lines[0],
+        format!("created a new interception CA in {}", ca_dir.display())
+    );
+    let addr = lines[1]
+        .strip_prefix("listening: proxy ")
+        .unwrap_or_else(|| panic!("unexpected line {:?}", lines[1]));
+    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0, "the real bound port is printed");
+    assert_eq!(lines[2], format!("CA certificate: {}", cert.display()));
+    assert_eq!(
+        lines[3],
+        format!(
+            "trust it per request, e.g.: curl --cacert {} -x http://{addr} https://example.com/",
+            cert.display()
+        )
+    );
+    let key_mode = fs::metadata(ca_dir.join("ca.key"))
+        .expect("ca.key exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600, "ca.key mode {key_mode:04o}");
+    let dir_mode = fs::metadata(&ca_dir).expect("ca dir").permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700, "CA directory mode {dir_mode:04o}");
+    let pem = fs::read_to_string(&cert).expect("read ca.pem");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert!(
+        !home.join(".local").exists(),
+        "XDG_DATA_HOME wins over HOME"
+    );
+    std::net::TcpStream::connect(addr).expect("the proxy accepts connections");
+    terminate(&mut child);
+
+    // Second run: the same CA is reused, not replaced.
+    let (mut child, lines, _out) = run_default(&home, &xdg, &trust_store, 3);
+    assert!(
+        lines[0].starts_with("listening: proxy 127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1], format!("CA certificate: {}", cert.display()));
+    assert_eq!(fs::read_to_string(&cert).expect("read ca.pem"), pem);
+    terminate(&mut child);
+}
+
+#[test]
+fn run_without_config_falls_back_to_home_for_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trust_store = dir.path().join("system-roots.pem");
+    write_trust_store(&trust_store);
+    // A relative XDG_DATA_HOME is ignored, as the XDG spec says.
+    let (mut child, lines, _out) = run_default(dir.path(), Path::new("relative"), &trust_store, 4);
+    let ca_dir = dir.path().join(".local/share/tlsgate/ca");
+    assert_eq!(
+        lines[0],
+        format!("created a new interception CA in {}", ca_dir.display())
+    );
+    assert!(ca_dir.join("ca.key").is_file());
+    let cert = ca_dir.join("ca.pem");
+    assert_eq!(lines[2], format!("CA certificate: {}", cert.display()));
+    assert!(
+        lines[3].contains(&format!(
+            "curl --cacert {} -x http://127.0.0.1:",
+            cert.display()
+        )),
+        "{}",
+        lines[3]
+    );
+    terminate(&mut child);
+}
