@@ -25,7 +25,7 @@ pub use authority::{
 };
 pub use cache::{CacheStats, EXPIRY_MARGIN, LeafCache};
 pub use error::CaError;
-pub use mint::{DEFAULT_LEAF_LIFETIME, LeafRequest, MintedLeaf, Minter};
+pub use mint::{DEFAULT_LEAF_LIFETIME, LeafFiles, LeafRequest, MintedLeaf, Minter};
 
 #[cfg(test)]
 mod tests;

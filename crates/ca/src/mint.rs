@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +17,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::authority::{BACKDATE, MAX_DAYS, random_serial};
 use crate::encoding::{asn1_to_system, hex_upper, pem, to_offset, to_system};
+use crate::files::{self, CERT_MODE, KEY_MODE, NewFile};
 use crate::{CaError, CertAuthority};
 
 /// The leaf lifetime callers use unless configured otherwise: short, so a leaked leaf key
@@ -87,6 +89,15 @@ impl MintedLeaf {
     pub fn chain_pem(&self) -> String {
         self.chain.iter().map(|c| pem("CERTIFICATE", c)).collect()
     }
+}
+
+/// Where [`Minter::save_leaf`] wrote a leaf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafFiles {
+    /// `<stem>.pem`: the leaf then the CA, PEM (0644).
+    pub chain: PathBuf,
+    /// `<stem>.key`: the leaf key, PKCS#8 PEM (created 0600).
+    pub key: PathBuf,
 }
 
 /// Signs leaves with the CA. Holds one ECDSA P-256 leaf key, generated in [`Minter::new`] and
@@ -206,6 +217,43 @@ impl Minter {
     /// Secret: never log it.
     pub fn leaf_key_pem(&self) -> String {
         self.leaf_key.serialize_pem()
+    }
+
+    /// Writes `leaf` (minted by this minter) as `<dir>/<stem>.pem` and this minter's key as
+    /// `<dir>/<stem>.key`, for installing a leaf by hand. Same rules as [`CertAuthority::save`]:
+    /// creates `dir` 0700 if missing, never overwrites, key created 0600, all or nothing.
+    pub fn save_leaf(
+        &self,
+        leaf: &MintedLeaf,
+        dir: &Path,
+        stem: &str,
+    ) -> Result<LeafFiles, CaError> {
+        if stem.is_empty() || stem.starts_with('.') || stem.contains('/') {
+            return Err(CaError::InvalidName {
+                name: stem.to_owned(),
+                reason: "not usable as a file name",
+            });
+        }
+        let paths = LeafFiles {
+            chain: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+        };
+        files::ensure_dir(dir)?;
+        let key_pem = self.leaf_key_pem();
+        let chain_pem = leaf.chain_pem();
+        files::write_all_new(&[
+            NewFile {
+                path: paths.key.clone(),
+                contents: key_pem.as_bytes(),
+                mode: KEY_MODE,
+            },
+            NewFile {
+                path: paths.chain.clone(),
+                contents: chain_pem.as_bytes(),
+                mode: CERT_MODE,
+            },
+        ])?;
+        Ok(paths)
     }
 
     /// The leaf public key (raw subjectPublicKey bits).

@@ -709,3 +709,35 @@ fn minting_with_an_expired_ca_fails() {
         .unwrap_err();
     assert!(matches!(err, CaError::CaNotValidNow { .. }), "{err:?}");
 }
+
+#[test]
+fn save_leaf_writes_chain_and_private_key_and_refuses_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let minter = minter();
+    let leaf = minter.mint(&LeafRequest::for_name("a.example")).unwrap();
+    let files = minter.save_leaf(&leaf, &out, "a.example").unwrap();
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&files.key), 0o600);
+    assert_eq!(mode(&files.chain), 0o644);
+    let chain = fs::read_to_string(&files.chain).unwrap();
+    assert_eq!(chain.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+    assert_eq!(chain, leaf.chain_pem());
+    let key = KeyPair::from_pem(&fs::read_to_string(&files.key).unwrap()).unwrap();
+    assert_eq!(key.public_key_raw(), minter.leaf_public_key_raw());
+
+    let err = minter.save_leaf(&leaf, &out, "a.example").unwrap_err();
+    assert!(
+        matches!(&err, CaError::AlreadyExists(p) if *p == files.key),
+        "{err:?}"
+    );
+    for stem in ["", "../x", ".hidden"] {
+        assert!(
+            matches!(
+                minter.save_leaf(&leaf, &out, stem),
+                Err(CaError::InvalidName { .. })
+            ),
+            "{stem:?}"
+        );
+    }
+}
