@@ -1,6 +1,7 @@
-//! Command line: `run`, `check` and `demo`. Each command returns an exit code; errors are printed
-//! with their whole context chain.
+//! Command line: `run`, `check`, `demo` and `ca`. Each command returns an exit code; errors are
+//! printed with their whole context chain.
 
+mod ca;
 mod check;
 mod demo;
 mod run;
@@ -61,6 +62,9 @@ enum Command {
     /// Self-contained demonstrations on this machine.
     #[command(subcommand)]
     Demo(DemoCommand),
+    /// Create, show and issue from the interception CA.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +104,7 @@ pub fn main() -> ExitCode {
         ),
         Command::Check(args) => check::check(&args.config),
         Command::Demo(DemoCommand::Tunnel) => demo::tunnel(),
+        Command::Ca(command) => ca::run(command),
     }
 }
 
