@@ -20,6 +20,7 @@ use tlsgate_proxy::config::{
     InterceptMode, InterceptRule, InterceptRules, Limits, Listener, ListenerKind, RelayListener,
     RelayUpstream, Route, Routes, TargetHost, Timeouts, Transport, UpstreamTarget,
 };
+use tlsgate_proxy::intercept::InterceptState;
 use tlsgate_proxy::tls::{self, Identity, TlsConfigError};
 
 use super::file::{
@@ -432,7 +433,7 @@ impl Validator<'_> {
         let rules = self.intercept_rules(at, listener.rules, listener.default_action);
 
         let (strategy, leaf_lifetime, cache_capacity, cache_ttl) = certs?;
-        Some(InterceptListener {
+        let listener = InterceptListener {
             mode: mode?,
             rules: Arc::new(rules?),
             certs: Arc::new(CertSettings {
@@ -444,7 +445,14 @@ impl Validator<'_> {
             }),
             upstream_roots: upstream_roots?,
             danger_accept_invalid_upstream_certs: danger?,
-        })
+        };
+        // What `run` builds when binding (leaf minting, origin verifier, client-facing TLS), so
+        // `check` proves it works.
+        if let Err(err) = InterceptState::new(listener.clone()) {
+            self.error(at, format!("building the interceptor: {err}"));
+            return None;
+        }
+        Some(listener)
     }
 
     /// Loads the CA from `dir`, or from `cert` and `key`; exactly one of the two forms.
