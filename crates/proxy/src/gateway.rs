@@ -101,6 +101,12 @@ impl Gateway {
             .collect()
     }
 
+    /// The state of the interception listener named `name` (certificate store, counters).
+    pub fn intercept_state(&self, name: &str) -> Option<Arc<InterceptState>> {
+        let index = self.config.listeners.iter().position(|l| l.name == name)?;
+        self.intercepts.get(&index).cloned()
+    }
+
     /// Flow records from now on (one per connection, stream or HTTP request outcome).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<FlowRecord>> {
         self.flows.subscribe()

@@ -5,6 +5,7 @@
 //! so it runs on the blocking pool, never on a reactor thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustls::crypto::CryptoProvider;
@@ -30,6 +31,8 @@ pub struct CertStore {
     /// Mints in progress: concurrent first requests for one key share one mint.
     inflight: Mutex<HashMap<String, Arc<OnceCell<Arc<MintedLeaf>>>>>,
     ca: Arc<CertAuthority>,
+    /// Leaves minted so far (cache misses that signed a certificate).
+    mints: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -65,6 +68,7 @@ impl CertStore {
             signing_key,
             inflight: Mutex::new(HashMap::new()),
             ca: settings.ca.clone(),
+            mints: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -75,6 +79,11 @@ impl CertStore {
 
     pub fn cache_stats(&self) -> tlsgate_ca::CacheStats {
         self.cache.stats()
+    }
+
+    /// How many leaves were signed since start.
+    pub fn mint_count(&self) -> u64 {
+        self.mints.load(Ordering::Relaxed)
     }
 
     /// A leaf for `name` (a DNS name, or an IP literal for an IP SAN), minted from the request.
@@ -107,13 +116,17 @@ impl CertStore {
             inflight.entry(key.clone()).or_default().clone()
         };
         let minter = self.minter.clone();
+        let mints = self.mints.clone();
         let result = cell
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || mint(&minter))
-                    .await
-                    .map_err(|e| ConnError::LocalMint(e.to_string()))?
-                    .map(Arc::new)
-                    .map_err(|e| ConnError::LocalMint(e.to_string()))
+                tokio::task::spawn_blocking(move || {
+                    mints.fetch_add(1, Ordering::Relaxed);
+                    mint(&minter)
+                })
+                .await
+                .map_err(|e| ConnError::LocalMint(e.to_string()))?
+                .map(Arc::new)
+                .map_err(|e| ConnError::LocalMint(e.to_string()))
             })
             .await
             .cloned();

@@ -244,7 +244,9 @@ async fn plain<S>(
             );
             crate::http_server::serve_http1(io, service, &shared).await;
         }
-        InterceptAction::Bump | InterceptAction::Splice => {
+        // Bumping means inspecting: bytes that are neither TLS nor HTTP are not let through.
+        InterceptAction::Bump => ctx.finish(&shared, read, &Err(ConnError::ClientNotTls)),
+        InterceptAction::Splice => {
             ctx.mode = Mode::Splice;
             let host = target.connect_host();
             ctx.upstream = Some(format!("{host}:{}", target.port));

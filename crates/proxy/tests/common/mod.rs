@@ -263,3 +263,37 @@ pub async fn start_edge(upstream: Arc<RelayUpstream>, default_sni: Option<&str>)
 pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
+
+/// A DNS server on loopback answering every A query with 127.0.0.1 (and AAAA with nothing), so
+/// tests can use real names (`CONNECT www.example.test:443`) that all lead to loopback origins.
+pub async fn spawn_dns_loopback() -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let query = &buf[..n];
+            if n < 12 {
+                continue;
+            }
+            let mut i = 12;
+            while i < n && query[i] != 0 {
+                i += 1 + query[i] as usize;
+            }
+            let question_end = i + 5;
+            if question_end > n {
+                continue;
+            }
+            let is_a = u16::from_be_bytes([query[i + 1], query[i + 2]]) == 1;
+            let mut reply = Vec::with_capacity(64);
+            reply.extend_from_slice(&query[..2]);
+            reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+            reply.extend_from_slice(&query[12..question_end]);
+            if is_a {
+                reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+            }
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    addr
+}

@@ -1,0 +1,670 @@
+//! The interceptor with real curl and in-process origins: minted certificates, verified origins
+//! with explained failures, upstream-first mimicry, splice, concurrency, hostile input.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{CertificateParams, DnType, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
+use tlsgate_policy::FqdnPattern;
+use tlsgate_proxy::config::{
+    CertSettings, CertStrategy, InterceptAction, InterceptListener, InterceptMode, InterceptRule,
+    InterceptRules, Listener, ListenerKind,
+};
+use tlsgate_proxy::intercept::InterceptState;
+use tlsgate_testkit::{Leaf, TestCa, sha256, spawn_https_origin};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A running interceptor and what tests need to check it.
+struct Interceptor {
+    running: Running,
+    state: Arc<InterceptState>,
+    dir: tempfile::TempDir,
+    ca_pem: std::path::PathBuf,
+}
+
+impl Interceptor {
+    fn proxy(&self) -> String {
+        format!("http://{}", self.running.addr("proxy"))
+    }
+}
+
+struct Options {
+    rules: Vec<InterceptRule>,
+    strategy: CertStrategy,
+    danger: Vec<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            strategy: CertStrategy::DownstreamFirst,
+            danger: Vec::new(),
+        }
+    }
+}
+
+/// An explicit interceptor that verifies origins against `origin_root` only.
+async fn start_interceptor(origin_root: CertificateDer<'static>, options: Options) -> Interceptor {
+    let ca = CertAuthority::generate(&CaParams {
+        common_name: "tlsgate test interception CA".into(),
+        algorithm: Algorithm::EcdsaP256,
+        days: 30,
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = dir.path().join("interception-ca.pem");
+    std::fs::write(&ca_pem, ca.cert_pem()).unwrap();
+    let listener = InterceptListener {
+        mode: InterceptMode::Explicit,
+        rules: Arc::new(InterceptRules {
+            rules: options.rules,
+            default: InterceptAction::Bump,
+        }),
+        certs: Arc::new(CertSettings {
+            ca: Arc::new(ca),
+            strategy: options.strategy,
+            leaf_lifetime: CertSettings::DEFAULT_LEAF_LIFETIME,
+            cache_capacity: 1000,
+            cache_ttl: Duration::from_secs(3600),
+        }),
+        upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[origin_root])).unwrap(),
+        danger_accept_invalid_upstream_certs: options
+            .danger
+            .iter()
+            .map(|p| FqdnPattern::parse(p).unwrap())
+            .collect(),
+    };
+    let mut config = config(vec![Listener {
+        name: "proxy".into(),
+        listen: any_port(),
+        kind: ListenerKind::Intercept(listener),
+    }]);
+    config.dns_server = Some(spawn_dns_loopback().await);
+    let gateway = tlsgate_proxy::Gateway::bind(config).await.unwrap();
+    let state = gateway.intercept_state("proxy").unwrap();
+    let addrs = gateway.local_addrs();
+    let flows = gateway.subscribe();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(gateway.run(stop.clone()));
+    Interceptor {
+        running: Running {
+            addrs,
+            flows,
+            stop,
+            task,
+        },
+        state,
+        dir,
+        ca_pem,
+    }
+}
+
+struct Curl {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn curl(args: Vec<String>) -> Curl {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(&args)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("curl runs");
+    Curl {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The first certificate in curl's `%{certs}` output, as DER.
+fn first_cert(stdout: &str) -> Vec<u8> {
+    let pem = stdout
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .expect("a certificate");
+    let b64: String = pem
+        .split("-----END")
+        .next()
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64(&b64)
+}
+
+fn base64(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        acc = (acc << 6) | ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// (issuer CN, DNS SANs, IP SANs) of a certificate.
+fn names_of(der: &[u8]) -> (String, Vec<String>, Vec<String>) {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let issuer = cert
+        .issuer()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(ip) => ips.push(format!("{ip:?}")),
+                _ => {}
+            }
+        }
+    }
+    (issuer, dns, ips)
+}
+
+/// A leaf signed by `ca` with custom validity and names.
+fn leaf_with(
+    ca: &(CertificateDer<'static>, Issuer<'static, KeyPair>),
+    sans: Vec<SanType>,
+    expired: bool,
+) -> Leaf {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = sans;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test origin");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if expired {
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    }
+    let cert = params.signed_by(&key, &ca.1).unwrap();
+    Leaf {
+        chain: vec![cert.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// A CA whose issuer we keep for custom leaves.
+fn raw_ca(name: &str) -> (CertificateDer<'static>, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key).unwrap();
+    (cert.der().clone(), Issuer::new(params, key))
+}
+
+fn dns(name: &str) -> SanType {
+    SanType::DnsName(name.try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_the_explicit_proxy_sees_a_minted_certificate_and_the_page() {
+    let public = TestCa::new("public test CA");
+    let origin = spawn_https_origin("www", &public.issue(&["www.example.test"])).await;
+    let proxy = start_interceptor(public.cert_der(), Options::default()).await;
+    let url = format!("https://www.example.test:{}/", origin.addr.port());
+    // The client does not trust the interception CA yet: curl refuses (exit 60).
+    let untrusted = curl(args(&["-x", &proxy.proxy(), &url])).await;
+    assert_eq!(untrusted.code, Some(60), "{}", untrusted.stderr);
+    // Trusting it, curl gets the origin's page through a certificate minted for the name.
+    let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+    let trusted = curl(args(&[
+        "-x",
+        &proxy.proxy(),
+        "--cacert",
+        &ca,
+        "-w",
+        "\n%{http_version} %{certs}",
+        &url,
+    ]))
+    .await;
+    assert_eq!(trusted.code, Some(0), "{}", trusted.stderr);
+    assert!(
+        trusted.stdout.starts_with("origin=www"),
+        "{}",
+        trusted.stdout
+    );
+    let (issuer, dns, ips) = names_of(&first_cert(&trusted.stdout));
+    assert_eq!(issuer, "tlsgate test interception CA");
+    assert_eq!(dns, vec!["www.example.test".to_owned()]);
+    assert!(ips.is_empty());
+    // HTTP/2 end to end: curl negotiates h2 with the proxy, the proxy h2 with the origin.
+    let h2 = curl(args(&[
+        "-x",
+        &proxy.proxy(),
+        "--cacert",
+        &ca,
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &url,
+    ]))
+    .await;
+    assert_eq!(h2.stdout, "2", "{}", h2.stderr);
+    assert!(proxy.state.certs.mint_count() >= 1);
+    drop(proxy.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_certificate_problems_are_explained_and_the_danger_flag_exempts_one_host() {
+    let public_key = raw_ca("public test CA");
+    let public_roots = public_key.0.clone();
+    let expired = spawn_https_origin(
+        "expired",
+        &leaf_with(&public_key, vec![dns("expired.example.test")], true),
+    )
+    .await;
+    let rogue = raw_ca("rogue self-made CA");
+    let selfsigned = spawn_https_origin(
+        "selfsigned",
+        &leaf_with(&rogue, vec![dns("selfsigned.example.test")], false),
+    )
+    .await;
+    let wrongname = spawn_https_origin(
+        "wrongname",
+        &leaf_with(&public_key, vec![dns("someone-else.example.test")], false),
+    )
+    .await;
+    let cases = [
+        ("expired.example.test", expired.addr, "expired"),
+        (
+            "selfsigned.example.test",
+            selfsigned.addr,
+            "not issued by a trusted CA",
+        ),
+        (
+            "wrongname.example.test",
+            wrongname.addr,
+            "not valid for wrongname.example.test",
+        ),
+    ];
+    for danger in [vec![], vec!["expired.example.test"]] {
+        let proxy = start_interceptor(
+            public_roots.clone(),
+            Options {
+                danger: danger.clone(),
+                ..Options::default()
+            },
+        )
+        .await;
+        let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+        for (name, addr, reason) in cases {
+            let url = format!("https://{name}:{}/", addr.port());
+            let reply = curl(args(&[
+                "-x",
+                &proxy.proxy(),
+                "--cacert",
+                &ca,
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ]))
+            .await;
+            if danger.contains(&name) {
+                assert!(
+                    reply.stdout.starts_with("origin=expired") && reply.stdout.ends_with("\n200"),
+                    "{name}: {}",
+                    reply.stdout
+                );
+            } else {
+                assert!(reply.stdout.ends_with("\n502"), "{name}: {}", reply.stdout);
+                assert!(
+                    reply.stdout.contains(reason),
+                    "{name}: body must say {reason:?}: {}",
+                    reply.stdout
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_first_copies_the_origin_san_list() {
+    let public = raw_ca("public test CA");
+    let sans = vec![
+        dns("a.multi.example.test"),
+        dns("b.multi.example.test"),
+        SanType::IpAddress("192.0.2.7".parse().unwrap()),
+    ];
+    let origin = spawn_https_origin("multi", &leaf_with(&public, sans, false)).await;
+    let proxy = start_interceptor(
+        public.0.clone(),
+        Options {
+            strategy: CertStrategy::UpstreamFirst,
+            ..Options::default()
+        },
+    )
+    .await;
+    let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+    // The request names the second SAN.
+    let url = format!("https://b.multi.example.test:{}/", origin.addr.port());
+    let reply = curl(args(&[
+        "-x",
+        &proxy.proxy(),
+        "--cacert",
+        &ca,
+        "-w",
+        "\n%{certs}",
+        &url,
+    ]))
+    .await;
+    assert_eq!(reply.code, Some(0), "{}", reply.stderr);
+    assert!(reply.stdout.starts_with("origin=multi"), "{}", reply.stdout);
+    let (issuer, dns, ips) = names_of(&first_cert(&reply.stdout));
+    assert_eq!(issuer, "tlsgate test interception CA");
+    assert_eq!(
+        dns,
+        vec![
+            "a.multi.example.test".to_owned(),
+            "b.multi.example.test".to_owned()
+        ]
+    );
+    assert_eq!(ips.len(), 1, "{ips:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spliced_host_shows_the_origin_certificate() {
+    let public = TestCa::new("public test CA");
+    let leaf = public.issue(&["bank.example.test"]);
+    let origin = spawn_https_origin("bank", &leaf).await;
+    let rules = vec![InterceptRule {
+        pattern: FqdnPattern::parse("bank.example.test").unwrap(),
+        ports: vec![],
+        action: InterceptAction::Splice,
+    }];
+    let mut proxy = start_interceptor(
+        public.cert_der(),
+        Options {
+            rules,
+            ..Options::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let public_pem = public.write_cert_pem(&dir.path().join("public.pem"));
+    let url = format!("https://bank.example.test:{}/", origin.addr.port());
+    let reply = curl(args(&[
+        "-x",
+        &proxy.proxy(),
+        "--cacert",
+        public_pem.to_str().unwrap(),
+        "-w",
+        "\n%{certs}",
+        &url,
+    ]))
+    .await;
+    assert_eq!(reply.code, Some(0), "{}", reply.stderr);
+    assert_eq!(
+        sha256(&first_cert(&reply.stdout)),
+        leaf.sha256_fingerprint()
+    );
+    let flow = proxy
+        .running
+        .flow("splice", |f| f.mode == tlsgate_proxy::flow::Mode::Splice)
+        .await;
+    assert_eq!(
+        flow.name.as_deref(),
+        Some("bank.example.test"),
+        "the SNI is still logged"
+    );
+    assert_eq!(
+        proxy.state.certs.mint_count(),
+        0,
+        "nothing minted for a spliced host"
+    );
+}
+
+/// Reads an HTTP response head (up to the blank line) and checks it is a 200.
+async fn read_head(tcp: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            tcp.read(&mut byte).await.unwrap(),
+            1,
+            "closed before the end of the head"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+/// CONNECT through the proxy and complete TLS trusting only the interception CA; returns the leaf.
+async fn connect_and_handshake(
+    proxy: SocketAddr,
+    name: &str,
+    port: u16,
+    ca: &CertAuthority,
+) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(proxy).await.unwrap();
+    tcp.write_all(
+        format!("CONNECT {name}:{port} HTTP/1.1\r\nHost: {name}:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    read_head(&mut tcp).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_names_at_once_are_each_minted_once_and_correct() {
+    let public = raw_ca("public test CA");
+    let origin = spawn_https_origin(
+        "many",
+        &leaf_with(&public, vec![dns("*.many.example.test")], false),
+    )
+    .await;
+    let proxy = start_interceptor(public.0.clone(), Options::default()).await;
+    let ca = proxy.state.config.certs.ca.clone();
+    let addr = proxy.running.addr("proxy");
+    let port = origin.addr.port();
+    // 200 names, each requested twice at the same moment: 400 handshakes, 200 mints.
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let ca = ca.clone();
+            tokio::spawn(async move {
+                let name = format!("host{}.many.example.test", i % 200);
+                let leaf = connect_and_handshake(addr, &name, port, &ca).await;
+                (name, leaf)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (name, leaf) = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let (issuer, dns, _) = names_of(&leaf);
+        assert_eq!(issuer, "tlsgate test interception CA");
+        assert_eq!(dns, vec![name]);
+    }
+    assert_eq!(
+        proxy.state.certs.mint_count(),
+        200,
+        "each name minted exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_closed_with_a_reason_and_healthy_requests_continue() {
+    let public = TestCa::new("public test CA");
+    let origin = spawn_https_origin("www", &public.issue(&["www.example.test"])).await;
+    let rules = vec![InterceptRule {
+        pattern: FqdnPattern::parse("*").unwrap(),
+        ports: vec![22],
+        action: InterceptAction::Deny,
+    }];
+    let mut proxy = start_interceptor(
+        public.cert_der(),
+        Options {
+            rules,
+            ..Options::default()
+        },
+    )
+    .await;
+    let addr = proxy.running.addr("proxy");
+    let ca = proxy.state.config.certs.ca.clone();
+    let port = origin.addr.port();
+    // A healthy download runs through the proxy the whole time.
+    let healthy = {
+        let ca = ca.clone();
+        tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(format!("CONNECT www.example.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            read_head(&mut tcp).await;
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.cert_der().clone()).unwrap();
+            let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(ServerName::try_from("www.example.test").unwrap(), tcp)
+                .await
+                .unwrap();
+            tls.write_all(b"GET /bytes/33554432 HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n").await.unwrap();
+            let mut all = Vec::new();
+            tls.read_to_end(&mut all).await.unwrap_or_default();
+            all.len()
+        })
+    };
+    // 1 MB CONNECT line: refused by the bounded head reader, connection closed.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let long = format!("CONNECT {}:443 HTTP/1.1\r\n\r\n", "a".repeat(1 << 20));
+    let _ = tcp.write_all(long.as_bytes()).await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut reply))
+        .await
+        .expect("closed within 5 s");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 431") || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
+    // CONNECT to a port a rule denies: 403 before any TLS.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"CONNECT www.example.test:22 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = vec![0u8; 12];
+    tcp.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"HTTP/1.1 403");
+    let flow = proxy
+        .running
+        .flow("deny", |f| f.reason == Some("denied"))
+        .await;
+    assert_eq!(flow.name.as_deref(), Some("www.example.test"));
+    // Garbage after CONNECT: not TLS, not HTTP, not inspectable: closed with client_not_tls.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("CONNECT www.example.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_head(&mut tcp).await;
+    tcp.write_all(&[0x00, 0xff, 0x13, 0x37, 0x42, 0x99, 0x01, 0x02])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .unwrap();
+    let flow = proxy
+        .running
+        .flow("garbage", |f| f.reason == Some("client_not_tls"))
+        .await;
+    assert_eq!(flow.name.as_deref(), Some("www.example.test"));
+    // A client that stops mid-handshake is closed after the handshake timeout.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("CONNECT www.example.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_head(&mut tcp).await;
+    let hello = {
+        // The first half of a real ClientHello.
+        let (client, mut server) = tokio::io::duplex(65536);
+        let config = tlsgate_testkit::client_config(&public, &[b"http/1.1"]);
+        let connecting = tokio::spawn(async move {
+            let _ = tokio_rustls::TlsConnector::from(config)
+                .connect(ServerName::try_from("www.example.test").unwrap(), client)
+                .await;
+        });
+        let mut buf = vec![0u8; 4096];
+        let n = server.read(&mut buf).await.unwrap();
+        connecting.abort();
+        buf.truncate(n);
+        buf
+    };
+    tcp.write_all(&hello).await.unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    let got = healthy.await.unwrap();
+    assert!(
+        got > 32 << 20,
+        "the healthy download completed ({got} bytes)"
+    );
+}
