@@ -668,3 +668,172 @@ async fn hostile_clients_are_closed_with_a_reason_and_healthy_requests_continue(
         "the healthy download completed ({got} bytes)"
     );
 }
+
+/// A TLS origin that speaks only HTTP/1.1 (ALPN http/1.1): answers `GET` with the protocol it saw,
+/// and an `Upgrade: websocket` request with 101, then echoes bytes upper-cased.
+async fn spawn_http1_only_origin(leaf: &Leaf) -> SocketAddr {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(leaf.chain.clone(), leaf.key.clone_key())
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if tls.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    if head.contains("upgrade: websocket") {
+                        let _ = tls
+                            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                            .await;
+                        let mut buf = [0u8; 1024];
+                        loop {
+                            let n = tls.read(&mut buf).await.unwrap_or(0);
+                            if n == 0
+                                || tls.write_all(&buf[..n].to_ascii_uppercase()).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    let body = format!(
+                        "http1-only origin, request line: {}\n",
+                        head.lines().next().unwrap_or("")
+                    );
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tls.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_works_with_an_http1_only_origin_and_tls12_clients_are_served() {
+    let public = TestCa::new("public test CA");
+    let origin = spawn_http1_only_origin(&public.issue(&["legacy.example.test"])).await;
+    let proxy = start_interceptor(public.cert_der(), Options::default()).await;
+    let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+    let url = format!("https://legacy.example.test:{}/path?q=1", origin.port());
+    let reply = curl(args(&[
+        "-x",
+        &proxy.proxy(),
+        "--cacert",
+        &ca,
+        "--http2",
+        "-w",
+        "\n%{http_version}",
+        &url,
+    ]))
+    .await;
+    assert_eq!(reply.code, Some(0), "{}", reply.stderr);
+    assert!(
+        reply
+            .stdout
+            .contains("request line: get /path?q=1 http/1.1"),
+        "{}",
+        reply.stdout
+    );
+    assert!(
+        reply.stdout.ends_with("\n2"),
+        "the client spoke h2 to the proxy: {}",
+        reply.stdout
+    );
+    let tls12 = curl(args(&[
+        "-x",
+        &proxy.proxy(),
+        "--cacert",
+        &ca,
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ]))
+    .await;
+    assert_eq!(tls12.code, Some(0), "{}", tls12.stderr);
+    assert!(tls12.stdout.ends_with("\n200"), "{}", tls12.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_works_through_a_bumped_connection() {
+    let public = TestCa::new("public test CA");
+    let origin = spawn_http1_only_origin(&public.issue(&["ws.example.test"])).await;
+    let proxy = start_interceptor(public.cert_der(), Options::default()).await;
+    let ca = proxy.state.config.certs.ca.clone();
+    let mut tcp = TcpStream::connect(proxy.running.addr("proxy"))
+        .await
+        .unwrap();
+    let port = origin.port();
+    tcp.write_all(format!("CONNECT ws.example.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_head(&mut tcp).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("ws.example.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "closed before the 101");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tls.write_all(b"frames pass both ways").await.unwrap();
+    let mut echoed = [0u8; 21];
+    tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"FRAMES PASS BOTH WAYS");
+}
