@@ -93,7 +93,8 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Creates the namespace, brings `lo` up and turns IPv6 off in it.
+    /// Creates the namespace, brings `lo` up and turns IPv6 off in it (so nothing can leak
+    /// over IPv6 link-local or router discovery).
     pub fn new(name: &str) -> Result<NetNs, String> {
         ip(&["netns", "add", name])?;
         // From here on, Drop cleans up.
@@ -101,8 +102,11 @@ impl NetNs {
             name: name.to_owned(),
         };
         ns.run(&["ip", "link", "set", "lo", "up"])?;
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        // A kernel without IPv6 has nothing to turn off (and no such sysctls).
+        if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
         Ok(ns)
     }
 
