@@ -31,6 +31,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Connects to `host:port` (resolved, checked by the destination guard, within the connect
+    /// timeout): the one way a role reaches an upstream it did not get from the operator.
+    pub async fn connect(&self, host: &str, port: u16) -> Result<tokio::net::TcpStream, ConnError> {
+        crate::upstream::connect(
+            &self.resolver,
+            host,
+            port,
+            Some(&self.guard),
+            self.timeouts.connect,
+        )
+        .await
+    }
+
     /// Spawns a connection-scoped task: tracked for draining, dropped when the grace period ends.
     pub fn spawn<F>(&self, task: F)
     where

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::context::Shared;
 use crate::error::ConnError;
-use crate::http_util::strip_hop_by_hop;
+use crate::http_util::{origin_form, strip_hop_by_hop};
 use crate::transport::Body;
 
 /// Sends `req` on a fresh HTTP/1.1 connection over `tcp` and returns the streamed response.
@@ -30,11 +30,7 @@ pub async fn http1(
         }
     });
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let path = origin_form(&parts.uri);
     parts.uri = Uri::try_from(path).map_err(|_| ConnError::ClientNoHost)?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);

@@ -19,7 +19,10 @@ use tokio::net::TcpStream;
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
-use crate::http_util::{host_of, is_upgrade, local_response, status_for, strip_hop_by_hop};
+use crate::http_util::{
+    host_of, is_upgrade, local_response, origin_form, request_authority, status_for,
+    strip_hop_by_hop,
+};
 use crate::io::{Moved, splice};
 use crate::transport::{Body, RelayClient};
 
@@ -50,12 +53,7 @@ async fn handle(
     shared: &Arc<Shared>,
 ) -> Response<Body> {
     ctx.upstream = Some(relay.upstream.name.clone());
-    let authority = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let authority = request_authority(&req);
     let Some(authority) = authority else {
         let error = ConnError::ClientNoHost;
         let response = local_response(StatusCode::BAD_REQUEST, &error);
@@ -93,11 +91,7 @@ async fn forward(
     relay: &RelayClient,
 ) -> Result<Response<Body>, ConnError> {
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let path = origin_form(&parts.uri);
     parts.uri = Uri::builder()
         .scheme("http")
         .authority(authority)
@@ -168,7 +162,7 @@ async fn upgrade(
 }
 
 fn request_head(req: &Request<Incoming>) -> Vec<u8> {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = origin_form(req.uri());
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(req.method().as_str().as_bytes());
     head.push(b' ');

@@ -29,7 +29,7 @@ use crate::config::CertStrategy;
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
 use crate::flow::Mode;
-use crate::http_util::{is_upgrade, status_for, strip_hop_by_hop};
+use crate::http_util::{is_upgrade, origin_form, request_authority, status_for, strip_hop_by_hop};
 use crate::io::{Moved, Prefixed, splice};
 use crate::tls::{ALPN_H2, ALPN_HTTP1};
 use crate::transport::Body;
@@ -285,17 +285,13 @@ impl Bumped {
         if is_upgrade(req.headers()) {
             return self.upgrade(req, ctx).await;
         }
-        let authority = authority_of(&req).unwrap_or_else(|| self.name.clone());
+        let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
         let sender = match self.acquire().await {
             Ok(sender) => sender,
             Err(e) => return refuse(ctx, &self.shared, status_for(&e), e),
         };
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        let path = origin_form(&parts.uri);
         strip_hop_by_hop(&mut parts.headers);
         let result = match sender {
             Sender::H2(mut sender) => {
@@ -362,7 +358,7 @@ impl Bumped {
     /// WebSocket and other upgrades: a dedicated HTTP/1.1 origin connection, then both sides spliced.
     async fn upgrade(&self, mut req: Request<Incoming>, mut ctx: ConnCtx) -> Response<Body> {
         let client_upgrade = hyper::upgrade::on(&mut req);
-        let authority = authority_of(&req).unwrap_or_else(|| self.name.clone());
+        let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
         let conn = match self.connect_origin(vec![ALPN_HTTP1.to_vec()]).await {
             Ok(conn) => conn,
             Err(e) => return refuse(ctx, &self.shared, status_for(&e), e),
@@ -382,11 +378,7 @@ impl Bumped {
             let _ = connection.with_upgrades().await;
         });
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        let path = origin_form(&parts.uri);
         parts.uri = Uri::try_from(path).unwrap_or_default();
         parts.version = Version::HTTP_11;
         if let Ok(value) = HeaderValue::from_str(&authority) {
@@ -436,19 +428,6 @@ impl Bumped {
         let (parts, body) = response.into_parts();
         Response::from_parts(parts, body.boxed())
     }
-}
-
-/// The request's authority: `:authority` / absolute URI, else Host.
-fn authority_of(req: &Request<Incoming>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
 }
 
 impl hyper::service::Service<Request<Incoming>> for BumpService {

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -20,10 +19,9 @@ use crate::config::InterceptAction;
 use crate::context::Shared;
 use crate::error::ConnError;
 use crate::flow::Mode;
-use crate::http_util::{host_of, local_response, status_for};
+use crate::http_util::{host_of, local_response, request_authority, status_for};
 use crate::io::Moved;
 use crate::transport::Body;
-use crate::upstream;
 
 pub async fn serve(
     tcp: TcpStream,
@@ -162,16 +160,7 @@ impl PlainHttp {
     async fn forward(self, req: Request<Incoming>) -> Response<Body> {
         let mut ctx = new_ctx(self.listener.clone(), self.client);
         ctx.mode = Mode::Http;
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        let authority = request_authority(&req);
         let Some(authority) = authority else {
             return refuse(
                 ctx,
@@ -198,14 +187,7 @@ impl PlainHttp {
         };
         ctx.upstream = Some(format!("{host}:{}", self.target.port));
         let result = async {
-            let tcp = upstream::connect(
-                &self.shared.resolver,
-                &host,
-                self.target.port,
-                Some(&self.shared.guard),
-                self.shared.timeouts.connect,
-            )
-            .await?;
+            let tcp = self.shared.connect(&host, self.target.port).await?;
             crate::forward::http1(&self.shared, tcp, req, &authority).await
         }
         .await;

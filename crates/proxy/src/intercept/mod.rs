@@ -27,7 +27,6 @@ use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
 use crate::io::{Moved, Prefixed, splice};
-use crate::upstream;
 
 pub use certs::CertStore;
 pub use origin::OriginTls;
@@ -181,15 +180,7 @@ pub(crate) async fn handle_stream<S>(
             // Explicit mode connects where CONNECT said; transparent where the packet was going.
             let host = target.host.clone().unwrap_or_else(|| target.connect_host());
             ctx.upstream = Some(format!("{host}:{}", target.port));
-            let upstream = match upstream::connect(
-                &shared.resolver,
-                &host,
-                target.port,
-                Some(&shared.guard),
-                shared.timeouts.connect,
-            )
-            .await
-            {
+            let upstream = match shared.connect(&host, target.port).await {
                 Ok(upstream) => upstream,
                 Err(e) => return ctx.finish(&shared, read, &Err(e)),
             };
@@ -250,15 +241,7 @@ async fn plain<S>(
             ctx.mode = Mode::Splice;
             let host = target.connect_host();
             ctx.upstream = Some(format!("{host}:{}", target.port));
-            let upstream = match upstream::connect(
-                &shared.resolver,
-                &host,
-                target.port,
-                Some(&shared.guard),
-                shared.timeouts.connect,
-            )
-            .await
-            {
+            let upstream = match shared.connect(&host, target.port).await {
                 Ok(upstream) => upstream,
                 Err(e) => return ctx.finish(&shared, read, &Err(e)),
             };

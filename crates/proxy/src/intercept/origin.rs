@@ -19,7 +19,6 @@ use tokio_rustls::client::TlsStream;
 
 use crate::context::Shared;
 use crate::error::ConnError;
-use crate::upstream;
 
 /// Verifies origins for one interception listener.
 pub struct OriginTls {
@@ -65,14 +64,7 @@ impl OriginTls {
         alpn: Vec<Vec<u8>>,
         accept_invalid: bool,
     ) -> Result<OriginConn, ConnError> {
-        let tcp = upstream::connect(
-            &shared.resolver,
-            host,
-            port,
-            Some(&shared.guard),
-            shared.timeouts.connect,
-        )
-        .await?;
+        let tcp = shared.connect(host, port).await?;
         let outcome = Arc::new(Mutex::new(None));
         let verifier = Arc::new(Recording {
             inner: self.webpki.clone(),

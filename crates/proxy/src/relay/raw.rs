@@ -16,7 +16,6 @@ use crate::error::ConnError;
 use crate::flow::{Mode, Role};
 use crate::io::{Moved, Prefixed, splice};
 use crate::route::Traffic;
-use crate::upstream;
 
 pub async fn serve<S>(
     mut io: S,
@@ -53,15 +52,7 @@ pub async fn serve<S>(
         return ctx.finish(&shared, read_only(&prefix), &Err(ConnError::PolicyNoRoute));
     };
     ctx.upstream = Some(format!("{host}:{port}"));
-    let upstream = match upstream::connect(
-        &shared.resolver,
-        &host,
-        port,
-        Some(&shared.guard),
-        shared.timeouts.connect,
-    )
-    .await
-    {
+    let upstream = match shared.connect(&host, port).await {
         Ok(stream) => stream,
         Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
     };

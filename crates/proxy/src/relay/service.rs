@@ -12,7 +12,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -24,11 +23,10 @@ use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
-use crate::http_util::{host_of, local_response, status_for};
+use crate::http_util::{host_of, local_response, request_authority, status_for};
 use crate::io::{Moved, splice};
 use crate::route::{Traffic, traffic_for_connect_port};
 use crate::transport::Body;
-use crate::upstream;
 
 /// Per outer connection; cloned per request by hyper.
 #[derive(Clone)]
@@ -67,14 +65,7 @@ impl RelayService {
     }
 
     async fn connect_upstream(&self, host: &str, port: u16) -> Result<TcpStream, ConnError> {
-        upstream::connect(
-            &self.shared.resolver,
-            host,
-            port,
-            Some(&self.shared.guard),
-            self.shared.timeouts.connect,
-        )
-        .await
+        self.shared.connect(host, port).await
     }
 
     async fn tunnel(self, req: Request<Incoming>) -> Response<Body> {
@@ -110,16 +101,7 @@ impl RelayService {
 
     async fn forward(self, req: Request<Incoming>) -> Response<Body> {
         let mut ctx = self.ctx(Mode::Http);
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        let authority = request_authority(&req);
         let Some(authority) = authority else {
             return self.refuse(ctx, StatusCode::BAD_REQUEST, ConnError::ClientNoHost);
         };
