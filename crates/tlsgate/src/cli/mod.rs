@@ -21,11 +21,15 @@ tlsgate is a TLS-aware egress gateway. One binary, one YAML config, three jobs:
      streams by default). The relay (provider side, kind relay) terminates that outer TLS,
      optionally requiring client certificates, and routes each inner connection by SNI / CONNECT
      authority / Host to an upstream listed in its routes.
-  2. TLS interception: splice, intercept with a local CA, or deny, per connection.
-  3. L7 policy and flows: per-request rules and one flow record per connection.
-  Jobs 2 and 3 are not configurable in this version; config files describe edges and relays.
+  2. TLS interception (kind intercept): a forward proxy, explicit (HTTP CONNECT, absolute-form
+     requests) or transparent (iptables REDIRECT, original destination), that per connection
+     bumps (mints a certificate from a local CA, or mimics the verified origin's, and re-encrypts
+     to the origin), splices (bytes untouched, SNI logged) or denies. Origins are verified; what
+     is wrong with a bad origin certificate is said in the 502 body.
+  3. L7 policy and flows: one flow record per connection and per HTTP request (logged at info).
+     Cilium-style HTTP rules are not configurable yet.
 
-A config file may hold edge listeners, relay listeners, or both; the format is in docs/config.md.
+A config file may hold listeners of any kind; the format is in docs/config.md.
 `tlsgate check` reports every problem in a file at once, each with its key path.";
 
 const EXAMPLES: &str = "\
@@ -40,6 +44,15 @@ EXAMPLES:
 
   Try an edge and a relay together on this machine (two origins, both transports, checks printed):
     tlsgate demo tunnel
+
+  An intercepting proxy on 127.0.0.1:8080 with a CA made on first use (prints how to trust it):
+    tlsgate run
+    curl --cacert ~/.local/share/tlsgate/ca/ca.pem -x http://127.0.0.1:8080 https://example.com/
+
+  The interception CA: create it explicitly, inspect it, issue a leaf offline:
+    tlsgate ca init --algorithm ecdsa-p256
+    tlsgate ca show
+    tlsgate ca issue www.example.com --ip 192.0.2.10
 
 Logging: RUST_LOG (e.g. RUST_LOG=tlsgate_proxy=debug) unless --log-level is given.
 Stop `run` with SIGINT or SIGTERM: listeners close, in-flight work gets timeouts.shutdown_grace;
