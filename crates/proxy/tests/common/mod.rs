@@ -239,9 +239,20 @@ pub fn relay_upstream(
     })
 }
 
+/// An edge like [`start_edge`] with the given timeouts.
+pub async fn start_edge_with(upstream: Arc<RelayUpstream>, timeouts: Timeouts) -> Running {
+    let mut config = edge_config(upstream, None);
+    config.timeouts = timeouts;
+    start(config).await
+}
+
 /// An edge with a `tls` passthrough listener and an `http` listener.
 pub async fn start_edge(upstream: Arc<RelayUpstream>, default_sni: Option<&str>) -> Running {
-    start(config(vec![
+    start(edge_config(upstream, default_sni)).await
+}
+
+fn edge_config(upstream: Arc<RelayUpstream>, default_sni: Option<&str>) -> Config {
+    config(vec![
         Listener {
             name: "tls".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -256,8 +267,7 @@ pub async fn start_edge(upstream: Arc<RelayUpstream>, default_sni: Option<&str>)
             listen: "127.0.0.1:0".parse().unwrap(),
             kind: ListenerKind::Http(EdgeHttp { relay: upstream }),
         },
-    ]))
-    .await
+    ])
 }
 
 pub fn any_port() -> SocketAddr {
