@@ -1,10 +1,17 @@
-//! Host-name patterns: exact names and single-label wildcards.
+//! Host-name patterns: exact names and wildcards, with Cilium's `matchName` / `matchPattern`
+//! semantics.
 //!
-//! Semantics (the same as Cilium's `matchName` / `matchPattern` with one `*`):
-//! - names compare case-insensitively and a trailing dot is ignored;
-//! - `*.example.com` matches exactly one extra label (`a.example.com`), never `example.com`
-//!   itself and never `a.b.example.com`;
-//! - `*` alone matches any single-label-or-more name (a catch-all, written on purpose).
+//! - Names compare case-insensitively and a trailing dot is ignored, on both sides.
+//! - `*` inside a label matches zero or more characters of that label and never crosses a dot
+//!   (Cilium: `[-a-zA-Z0-9_]*`): `*.example.com` matches `a.example.com` but never `example.com`
+//!   nor `a.b.example.com`; `api-*.example.com` matches `api-1.example.com` and
+//!   `api-.example.com`, never `api.example.com`.
+//! - `**.example.com` (only as the whole first label) matches one or more labels:
+//!   `a.example.com`, `a.b.example.com`, never `example.com` itself.
+//! - `*` alone matches every name (a catch-all, written on purpose).
+//!
+//! What a wildcard matches in a client's name is restricted to DNS label characters
+//! (letters, digits, `-`, `_`), so a name with spaces or other bytes never matches a wildcard.
 
 use std::fmt;
 
@@ -15,6 +22,11 @@ pub enum FqdnPattern {
     Exact(String),
     /// `*.suffix`: one label followed by `.suffix` (stored lower-case, without the `*.`).
     OneLabel(String),
+    /// `**.suffix`: one or more labels followed by `.suffix` (stored without the `**.`).
+    AnyDepth(String),
+    /// Labels with `*` inside them (`api-*.example.com`, `*.*.example.com`): the name has as many
+    /// labels as the pattern and each label matches its glob. Stored lower-case.
+    Glob(String),
     /// `*`: every name.
     Any,
 }
@@ -24,8 +36,10 @@ pub enum FqdnPattern {
 pub enum PatternError {
     #[error("empty name")]
     Empty,
-    #[error("`*` is only allowed as the whole first label (`*.example.com`) or alone")]
+    #[error("`**` is only allowed as the whole first label (`**.example.com`)")]
     MisplacedWildcard,
+    #[error("`*` is not allowed in an exact name (use a pattern)")]
+    WildcardInName,
     #[error("invalid character {0:?} in name")]
     InvalidChar(char),
     #[error("empty label in name")]
@@ -37,18 +51,31 @@ pub enum PatternError {
 }
 
 impl FqdnPattern {
-    /// Parses `name`, `*.suffix` or `*`.
+    /// Parses a name or a pattern: `name`, `*.suffix`, `**.suffix`, labels with `*`, or `*`.
     pub fn parse(text: &str) -> Result<Self, PatternError> {
-        let text = text.trim_end_matches('.');
+        let text = text.strip_suffix('.').unwrap_or(text);
         if text.is_empty() {
             return Err(PatternError::Empty);
         }
         if text == "*" {
             return Ok(Self::Any);
         }
-        if let Some(suffix) = text.strip_prefix("*.") {
+        if let Some(suffix) = text.strip_prefix("**.") {
+            return Ok(Self::AnyDepth(normalize_name(suffix)?));
+        }
+        if let Some(suffix) = text.strip_prefix("*.")
+            && !suffix.contains('*')
+        {
             return Ok(Self::OneLabel(normalize_name(suffix)?));
         }
+        if text.contains('*') {
+            return Ok(Self::Glob(check_labels(text, true)?));
+        }
+        Ok(Self::Exact(normalize_name(text)?))
+    }
+
+    /// Parses an exact name only (Cilium's `matchName`): `*` is refused.
+    pub fn parse_name(text: &str) -> Result<Self, PatternError> {
         Ok(Self::Exact(normalize_name(text)?))
     }
 
@@ -58,19 +85,24 @@ impl FqdnPattern {
         match self {
             Self::Any => !name.is_empty(),
             Self::Exact(exact) => name.eq_ignore_ascii_case(exact),
-            Self::OneLabel(suffix) => {
-                // name = label "." suffix, with a non-empty label free of dots.
-                let Some(split) = name.len().checked_sub(suffix.len() + 1) else {
-                    return false;
-                };
-                if !name.is_char_boundary(split) {
-                    return false;
+            Self::OneLabel(suffix) => match split_suffix(name, suffix) {
+                Some(label) => is_wild_text(label) && !label.contains('.'),
+                None => false,
+            },
+            Self::AnyDepth(suffix) => match split_suffix(name, suffix) {
+                Some(labels) => labels.split('.').all(is_wild_text),
+                None => false,
+            },
+            Self::Glob(pattern) => {
+                let mut names = name.split('.');
+                let mut globs = pattern.split('.');
+                loop {
+                    match (globs.next(), names.next()) {
+                        (None, None) => return true,
+                        (Some(glob), Some(label)) if label_matches(glob, label) => {}
+                        _ => return false,
+                    }
                 }
-                let (label, rest) = name.split_at(split);
-                !label.is_empty()
-                    && !label.contains('.')
-                    && rest.as_bytes().first() == Some(&b'.')
-                    && rest[1..].eq_ignore_ascii_case(suffix)
             }
         }
     }
@@ -79,15 +111,75 @@ impl FqdnPattern {
 impl fmt::Display for FqdnPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Exact(name) => f.write_str(name),
+            Self::Exact(name) | Self::Glob(name) => f.write_str(name),
             Self::OneLabel(suffix) => write!(f, "*.{suffix}"),
+            Self::AnyDepth(suffix) => write!(f, "**.{suffix}"),
             Self::Any => f.write_str("*"),
         }
     }
 }
 
+/// `name` = `prefix "." suffix` (suffix compared case-insensitively): the non-empty prefix.
+fn split_suffix<'n>(name: &'n str, suffix: &str) -> Option<&'n str> {
+    let split = name.len().checked_sub(suffix.len() + 1)?;
+    if !name.is_char_boundary(split) {
+        return None;
+    }
+    let (prefix, rest) = name.split_at(split);
+    let matches = !prefix.is_empty()
+        && rest.as_bytes().first() == Some(&b'.')
+        && rest[1..].eq_ignore_ascii_case(suffix);
+    matches.then_some(prefix)
+}
+
+/// Non-empty and only DNS label characters: what a wildcard may stand for.
+fn is_wild_text(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(is_label_byte)
+}
+
+fn is_label_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Glob match of one label: `*` stands for zero or more label characters; the rest compares
+/// case-insensitively. The label must be non-empty. Iterative with one backtrack point, so it is
+/// linear-ish and never recursive.
+fn label_matches(glob: &str, label: &str) -> bool {
+    if label.is_empty() {
+        return false;
+    }
+    let (g, l) = (glob.as_bytes(), label.as_bytes());
+    let (mut gi, mut li) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while li < l.len() {
+        if gi < g.len() && g[gi] == b'*' {
+            star = Some((gi, li));
+            gi += 1;
+        } else if gi < g.len() && g[gi].eq_ignore_ascii_case(&l[li]) {
+            gi += 1;
+            li += 1;
+        } else if let Some((star_gi, star_li)) = star {
+            // The star absorbs one more byte, which must be a label character.
+            if !is_label_byte(l[star_li]) {
+                return false;
+            }
+            gi = star_gi + 1;
+            li = star_li + 1;
+            star = Some((star_gi, li));
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|&b| b == b'*')
+}
+
 /// Lower-cases and checks a DNS name (letters, digits, `-`, `_`, dots; no empty labels).
 pub fn normalize_name(name: &str) -> Result<String, PatternError> {
+    check_labels(name, false)
+}
+
+/// Checks labels (allowing `*` inside labels when `wildcards`) and lower-cases.
+fn check_labels(name: &str, wildcards: bool) -> Result<String, PatternError> {
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() {
         return Err(PatternError::Empty);
@@ -108,8 +200,11 @@ pub fn normalize_name(name: &str) -> Result<String, PatternError> {
         {
             return Err(PatternError::InvalidChar(bad));
         }
-        if label.contains('*') {
+        if label.contains("**") {
             return Err(PatternError::MisplacedWildcard);
+        }
+        if label.contains('*') && !wildcards {
+            return Err(PatternError::WildcardInName);
         }
     }
     Ok(name.to_ascii_lowercase())
@@ -119,17 +214,22 @@ pub fn normalize_name(name: &str) -> Result<String, PatternError> {
 mod tests {
     use super::*;
 
+    fn p(text: &str) -> FqdnPattern {
+        FqdnPattern::parse(text).unwrap()
+    }
+
     #[test]
     fn wildcard_never_matches_bare_parent() {
-        let p = FqdnPattern::parse("*.example.com").unwrap();
+        let p = p("*.example.com");
         assert!(!p.matches("example.com"));
+        assert!(!p.matches("example.com."));
         assert!(!p.matches(".example.com"));
         assert!(p.matches("a.example.com"));
     }
 
     #[test]
     fn wildcard_matches_exactly_one_label() {
-        let p = FqdnPattern::parse("*.svc.example.com").unwrap();
+        let p = p("*.svc.example.com");
         assert!(p.matches("api.svc.example.com"));
         assert!(!p.matches("a.b.svc.example.com"));
         assert!(!p.matches("xsvc.example.com"));
@@ -137,45 +237,95 @@ mod tests {
     }
 
     #[test]
+    fn double_star_matches_any_depth_but_not_the_parent() {
+        let p = p("**.example.com");
+        assert_eq!(p, FqdnPattern::AnyDepth("example.com".into()));
+        assert!(p.matches("a.example.com"));
+        assert!(p.matches("a.b.c.EXAMPLE.com."));
+        assert!(!p.matches("example.com"));
+        assert!(!p.matches(".example.com"));
+        assert!(!p.matches("a..example.com"));
+        assert!(!p.matches("xexample.com"));
+        assert!(!p.matches("a.example.com.evil.net"));
+    }
+
+    #[test]
+    fn star_inside_a_label_stays_inside_it() {
+        let p = p("api-*.Example.com");
+        assert_eq!(p, FqdnPattern::Glob("api-*.example.com".into()));
+        assert!(p.matches("api-1.example.com"));
+        assert!(p.matches("API-eu-west.example.com"));
+        assert!(
+            p.matches("api-.example.com"),
+            "`*` may match nothing, as in Cilium"
+        );
+        assert!(!p.matches("api.example.com"));
+        assert!(!p.matches("api-1.x.example.com"));
+        assert!(!p.matches("x.api-1.example.com"));
+        let two = FqdnPattern::parse("*.*.example.com").unwrap();
+        assert!(two.matches("a.b.example.com"));
+        assert!(!two.matches("a.example.com"));
+        let mid = FqdnPattern::parse("a*b*c.example.com").unwrap();
+        assert!(mid.matches("abc.example.com"));
+        assert!(mid.matches("axxbyyc.example.com"));
+        assert!(!mid.matches("axxbyy.example.com"));
+    }
+
+    #[test]
+    fn wildcards_only_stand_for_label_characters() {
+        assert!(!p("*.example.com").matches("a b.example.com"));
+        assert!(!p("**.example.com").matches("a/b.example.com"));
+        assert!(!p("x*.example.com").matches("x b.example.com"));
+        assert!(p("x*.example.com").matches("x_b.example.com"));
+    }
+
+    #[test]
     fn names_ignore_case_and_trailing_dot() {
-        let p = FqdnPattern::parse("Private.Service.Example.COM.").unwrap();
-        assert_eq!(p, FqdnPattern::Exact("private.service.example.com".into()));
-        assert!(p.matches("PRIVATE.service.example.com."));
-        assert!(!p.matches("xprivate.service.example.com"));
-        let w = FqdnPattern::parse("*.Example.com").unwrap();
-        assert!(w.matches("A.EXAMPLE.COM."));
+        let n = p("Private.Service.Example.COM.");
+        assert_eq!(n, FqdnPattern::Exact("private.service.example.com".into()));
+        assert!(n.matches("PRIVATE.service.example.com."));
+        assert!(!n.matches("xprivate.service.example.com"));
+        assert!(p("*.Example.com").matches("A.EXAMPLE.COM."));
+    }
+
+    #[test]
+    fn catch_all_matches_every_non_empty_name() {
+        assert!(p("*").matches("a"));
+        assert!(p("*").matches("a.b.c."));
+        assert!(!p("*").matches(""));
     }
 
     #[test]
     fn rejects_misplaced_wildcards_and_bad_names() {
+        let err = |t: &str| FqdnPattern::parse(t).unwrap_err();
+        assert_eq!(err("a.**.com"), PatternError::MisplacedWildcard);
+        assert_eq!(err("**"), PatternError::MisplacedWildcard);
+        assert_eq!(err("***.com"), PatternError::MisplacedWildcard);
+        assert_eq!(err(""), PatternError::Empty);
+        assert_eq!(err("."), PatternError::Empty);
+        assert_eq!(err("a..com"), PatternError::EmptyLabel);
+        assert_eq!(err("a b.com"), PatternError::InvalidChar(' '));
+        assert_eq!(err(&"a".repeat(64)), PatternError::LabelTooLong);
         assert_eq!(
-            FqdnPattern::parse("a.*.com"),
-            Err(PatternError::MisplacedWildcard)
-        );
-        assert_eq!(
-            FqdnPattern::parse("*a.com"),
-            Err(PatternError::MisplacedWildcard)
-        );
-        assert_eq!(
-            FqdnPattern::parse("**.com"),
-            Err(PatternError::MisplacedWildcard)
-        );
-        assert_eq!(FqdnPattern::parse(""), Err(PatternError::Empty));
-        assert_eq!(FqdnPattern::parse("a..com"), Err(PatternError::EmptyLabel));
-        assert_eq!(
-            FqdnPattern::parse("a b.com"),
-            Err(PatternError::InvalidChar(' '))
-        );
-        assert_eq!(
-            FqdnPattern::parse(&"a".repeat(64)),
-            Err(PatternError::LabelTooLong)
+            FqdnPattern::parse_name("*.example.com"),
+            Err(PatternError::WildcardInName)
         );
     }
 
     #[test]
+    fn display_round_trips() {
+        for text in ["a.com", "*.a.com", "**.a.com", "x-*.a.com", "*"] {
+            assert_eq!(p(text).to_string(), text);
+            assert_eq!(p(&p(text).to_string()), p(text));
+        }
+    }
+
+    #[test]
     fn matches_never_panics_on_multibyte_names() {
-        let p = FqdnPattern::parse("*.example.com").unwrap();
+        let p = p("*.example.com");
         assert!(!p.matches("é.example.co"));
         assert!(!p.matches("ééééééééééééé"));
+        assert!(!FqdnPattern::parse("é*.com").is_ok());
+        assert!(!FqdnPattern::Glob("a*.com".into()).matches("aé.com"));
     }
 }
