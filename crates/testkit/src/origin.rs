@@ -169,7 +169,9 @@ where
 }
 
 fn route(name: &str, req: Request<Incoming>) -> Response<OriginBody> {
-    let path = req
+    // Routes match on the path; the identifying body echoes path and query.
+    let path = req.uri().path().to_owned();
+    let target = req
         .uri()
         .path_and_query()
         .map_or("/", |p| p.as_str())
@@ -205,7 +207,7 @@ fn route(name: &str, req: Request<Incoming>) -> Response<OriginBody> {
         .unwrap_or_default();
     text(
         StatusCode::OK,
-        format!("origin={name} host={host} path={path}\n"),
+        format!("origin={name} host={host} path={target}\n"),
     )
 }
 
