@@ -267,14 +267,22 @@ async fn curl_through_the_explicit_proxy_sees_a_minted_certificate_and_the_page(
         "--cacert",
         &ca,
         "--http2",
-        "-o",
-        "/dev/null",
         "-w",
-        "%{http_version}",
+        "\n%{http_version}",
         &url,
     ]))
     .await;
-    assert_eq!(h2.stdout, "2", "{}", h2.stderr);
+    assert!(
+        h2.stdout.ends_with("\n2"),
+        "client side: {} {}",
+        h2.stdout,
+        h2.stderr
+    );
+    assert!(
+        h2.stdout.contains("version=HTTP/2.0"),
+        "origin side: {}",
+        h2.stdout
+    );
     assert!(proxy.state.certs.mint_count() >= 1);
     drop(proxy.dir);
 }

@@ -169,7 +169,8 @@ where
 }
 
 fn route(name: &str, req: Request<Incoming>) -> Response<OriginBody> {
-    // Routes match on the path; the identifying body echoes path and query.
+    // Routes match on the path; the identifying body echoes path, query and HTTP version.
+    let version = req.version();
     let path = req.uri().path().to_owned();
     let target = req
         .uri()
@@ -207,7 +208,10 @@ fn route(name: &str, req: Request<Incoming>) -> Response<OriginBody> {
         .unwrap_or_default();
     text(
         StatusCode::OK,
-        format!("origin={name} host={host} path={target}\n"),
+        format!(
+            "origin={name} host={host} path={target} version={:?}\n",
+            version
+        ),
     )
 }
 
