@@ -70,6 +70,31 @@ pub struct ConnCtx {
     pub name: Option<String>,
     pub upstream: Option<String>,
     pub status: Option<u16>,
+    /// For HTTP request flows: the method and the full URL (`https://host/path?query`).
+    pub http: Option<HttpFacts>,
+}
+
+/// What a request flow records about the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpFacts {
+    pub method: String,
+    pub url: String,
+}
+
+impl HttpFacts {
+    /// Facts of `req`, whose URL is built from `scheme`, the request authority (or `fallback_host`)
+    /// and its origin-form target.
+    pub fn of<B>(req: &http::Request<B>, scheme: &str, fallback_host: &str) -> Self {
+        let authority = crate::http_util::request_authority(req);
+        let host = authority.as_deref().unwrap_or(fallback_host);
+        Self {
+            method: req.method().as_str().to_owned(),
+            url: format!(
+                "{scheme}://{host}{}",
+                crate::http_util::origin_form(req.uri())
+            ),
+        }
+    }
 }
 
 impl ConnCtx {
@@ -83,6 +108,7 @@ impl ConnCtx {
             name: None,
             upstream: None,
             status: None,
+            http: None,
         }
     }
 
@@ -100,6 +126,7 @@ impl ConnCtx {
             reason: error.map(ConnError::reason),
             detail: error.map(ToString::to_string),
             status: self.status,
+            http: self.http,
             bytes_from_client: moved.from_client,
             bytes_to_client: moved.to_client,
             duration: self.started.elapsed(),

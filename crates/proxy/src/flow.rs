@@ -74,6 +74,8 @@ pub struct FlowRecord {
     pub detail: Option<String>,
     /// HTTP status for request flows.
     pub status: Option<u16>,
+    /// Method and URL for request flows.
+    pub http: Option<crate::context::HttpFacts>,
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     pub duration: Duration,
@@ -111,8 +113,9 @@ fn log_record(r: &FlowRecord, error: Option<&ConnError>) {
     match error {
         None => tracing::info!(
             listener = %r.listener, role = r.role.as_str(), mode = r.mode.as_str(), client = %r.client,
-            name, upstream, status = r.status, bytes_in = r.bytes_from_client, bytes_out = r.bytes_to_client,
-            ms, "served"
+            name, upstream, method = r.http.as_ref().map(|h| h.method.as_str()),
+            url = r.http.as_ref().map(|h| h.url.as_str()), status = r.status,
+            bytes_in = r.bytes_from_client, bytes_out = r.bytes_to_client, ms, "served"
         ),
         Some(e) if e.is_local_fault() => tracing::warn!(
             listener = %r.listener, role = r.role.as_str(), client = %r.client, name, upstream,
@@ -120,6 +123,8 @@ fn log_record(r: &FlowRecord, error: Option<&ConnError>) {
         ),
         Some(e) if e.is_policy() => tracing::info!(
             listener = %r.listener, role = r.role.as_str(), client = %r.client, name, upstream,
+            method = r.http.as_ref().map(|h| h.method.as_str()),
+            url = r.http.as_ref().map(|h| h.url.as_str()), status = r.status,
             reason = e.reason(), ms, "refused: {e}"
         ),
         Some(e) => tracing::debug!(

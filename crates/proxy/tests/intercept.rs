@@ -233,7 +233,7 @@ fn dns(name: &str) -> SanType {
 async fn curl_through_the_explicit_proxy_sees_a_minted_certificate_and_the_page() {
     let public = TestCa::new("public test CA");
     let origin = spawn_https_origin("www", &public.issue(&["www.example.test"])).await;
-    let proxy = start_interceptor(public.cert_der(), Options::default()).await;
+    let mut proxy = start_interceptor(public.cert_der(), Options::default()).await;
     let url = format!("https://www.example.test:{}/", origin.addr.port());
     // The client does not trust the interception CA yet: curl refuses (exit 60).
     let untrusted = curl(args(&["-x", &proxy.proxy(), &url])).await;
@@ -284,6 +284,17 @@ async fn curl_through_the_explicit_proxy_sees_a_minted_certificate_and_the_page(
         h2.stdout
     );
     assert!(proxy.state.certs.mint_count() >= 1);
+    // Each bumped request is a flow with its method, URL and status.
+    let flow = proxy
+        .running
+        .flow("request flow", |f| f.http.is_some())
+        .await;
+    let facts = flow.http.as_ref().unwrap();
+    assert_eq!(
+        (facts.method.as_str(), facts.url.as_str(), flow.status),
+        ("GET", url.as_str(), Some(200))
+    );
+    assert_eq!(flow.mode, tlsgate_proxy::flow::Mode::Bump);
     drop(proxy.dir);
 }
 

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::context::{ConnCtx, Shared};
+use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
 use crate::http_util::{
@@ -53,6 +53,7 @@ async fn handle(
     shared: &Arc<Shared>,
 ) -> Response<Body> {
     ctx.upstream = Some(relay.upstream.name.clone());
+    ctx.http = Some(HttpFacts::of(&req, "http", "-"));
     let authority = request_authority(&req);
     let Some(authority) = authority else {
         let error = ConnError::ClientNoHost;

@@ -26,7 +26,7 @@ use super::explicit::refuse;
 use super::origin::OriginConn;
 use super::{ALERT_INTERNAL_ERROR, InterceptState, Target, new_ctx, tls_alert};
 use crate::config::CertStrategy;
-use crate::context::{ConnCtx, Shared};
+use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::error::ConnError;
 use crate::flow::Mode;
 use crate::http_util::{is_upgrade, origin_form, request_authority, status_for, strip_hop_by_hop};
@@ -278,6 +278,7 @@ impl Bumped {
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let mut ctx = self.ctx();
+        ctx.http = Some(HttpFacts::of(&req, "https", &self.name));
         if let Some(problem) = &self.origin_problem {
             let e = ConnError::UpstreamCertInvalid(problem.clone());
             return refuse(ctx, &self.shared, StatusCode::BAD_GATEWAY, e);

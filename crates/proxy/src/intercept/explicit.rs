@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use super::{InterceptState, Target, handle_stream, new_ctx};
 use crate::config::InterceptAction;
-use crate::context::Shared;
+use crate::context::{HttpFacts, Shared};
 use crate::error::ConnError;
 use crate::flow::Mode;
 use crate::http_util::{host_of, local_response, request_authority, status_for};
@@ -160,6 +160,7 @@ impl PlainHttp {
     async fn forward(self, req: Request<Incoming>) -> Response<Body> {
         let mut ctx = new_ctx(self.listener.clone(), self.client);
         ctx.mode = Mode::Http;
+        ctx.http = Some(HttpFacts::of(&req, "http", &self.target.connect_host()));
         let authority = request_authority(&req);
         let Some(authority) = authority else {
             return refuse(

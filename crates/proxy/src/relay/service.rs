@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::Routes;
-use crate::context::{ConnCtx, Shared};
+use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
@@ -101,6 +101,7 @@ impl RelayService {
 
     async fn forward(self, req: Request<Incoming>) -> Response<Body> {
         let mut ctx = self.ctx(Mode::Http);
+        ctx.http = Some(HttpFacts::of(&req, "http", "-"));
         let authority = request_authority(&req);
         let Some(authority) = authority else {
             return self.refuse(ctx, StatusCode::BAD_REQUEST, ConnError::ClientNoHost);
