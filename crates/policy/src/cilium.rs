@@ -332,12 +332,10 @@ fn port_rule(
     let Some(mut map) = MapReader::new(node, path, &mut ctx.diag) else {
         return Ok(None);
     };
+    // Every part is read before deciding, so all errors in the port rule are reported.
     let ports = match map.take("ports") {
-        Some(node) => match ports(node, &map.child("ports"), ctx) {
-            Some(ports) => ports,
-            None => return Ok(None),
-        },
-        None => Vec::new(),
+        Some(node) => ports(node, &map.child("ports"), ctx),
+        None => Some(Vec::new()),
     };
     let server_names = map
         .take("serverNames")
@@ -350,15 +348,18 @@ fn port_rule(
         .take("originatingTLS")
         .and_then(|node| tls_context(node, &map.child("originatingTLS"), false, ctx));
     let http = match map.take("rules") {
-        Some(node) => l7_rules(node, &map.child("rules"), ctx)?,
-        None => Vec::new(),
+        Some(node) => l7_rules(node, &map.child("rules"), ctx),
+        None => Ok(Vec::new()),
     };
-    unknown_keys(
+    let rest = unknown_keys(
         &map,
         "ports, serverNames, terminatingTLS, originatingTLS, rules",
         Dialect::Cilium,
         ctx,
-    )?;
+    );
+    let (Some(ports), Ok(http), Ok(())) = (ports, http, rest) else {
+        return Ok(None);
+    };
     let bump = terminating.is_some() || !http.is_empty();
     if !http.is_empty() && terminating.is_none() {
         ctx.diag.notice(
@@ -600,20 +601,21 @@ fn l7_rules(
     let Some(mut map) = MapReader::new(node, path, &mut ctx.diag) else {
         return Ok(Vec::new());
     };
-    if map.take("dns").is_some() {
+    let dns = map.take("dns").is_some();
+    if dns {
         ctx.diag.notice(
             &map.child("dns"),
             "ignored: tlsgate is not a DNS proxy; this port rule (DNS visibility) is not \
              applied, and tlsgate resolves names with its own resolver",
         );
-        return Err(Unsupported);
     }
     let http = match map.take("http") {
-        Some(node) => {
-            http_rules(node, &map.child("http"), Dialect::Cilium, ctx)?.unwrap_or_default()
-        }
-        None => Vec::new(),
+        Some(node) => http_rules(node, &map.child("http"), Dialect::Cilium, ctx),
+        None => Ok(Some(Vec::new())),
     };
-    unknown_keys(&map, "http", Dialect::Cilium, ctx)?;
-    Ok(http)
+    let rest = unknown_keys(&map, "http", Dialect::Cilium, ctx);
+    match (dns, http, rest) {
+        (false, Ok(http), Ok(())) => Ok(http.unwrap_or_default()),
+        _ => Err(Unsupported),
+    }
 }

@@ -659,3 +659,76 @@ pub(crate) fn same_name(a: &str, b: &str) -> bool {
     let b = b.strip_suffix('.').unwrap_or(b);
     a.eq_ignore_ascii_case(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports_from_every_authority_shape() {
+        assert_eq!(strip_port("a.example.com"), "a.example.com");
+        assert_eq!(strip_port("a.example.com:8443"), "a.example.com");
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("::1"), "::1");
+        assert_eq!(strip_port("[::1"), "[::1");
+        assert_eq!(strip_port(":443"), "");
+        assert_eq!(strip_port(""), "");
+    }
+
+    #[test]
+    fn same_name_ignores_case_and_one_trailing_dot() {
+        assert!(same_name("A.example.com.", "a.EXAMPLE.com"));
+        assert!(!same_name("a.example.com..", "a.example.com"));
+        assert!(!same_name("a.example.com", "b.example.com"));
+    }
+
+    #[test]
+    fn full_match_anchors_alternations_as_a_whole() {
+        let m = FullMatch::new("GET|HEAD", false).unwrap();
+        assert!(m.is_match("GET") && m.is_match("HEAD"));
+        assert!(!m.is_match("GETX") && !m.is_match("XHEAD") && !m.is_match("get"));
+        assert_eq!(m.source(), "GET|HEAD");
+        assert!(
+            FullMatch::new("EXAMPLE\\.com", true)
+                .unwrap()
+                .is_match("example.COM")
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_or_display() {
+        let mut value = HeaderValue::from_static("hunter2");
+        value.set_sensitive(true);
+        let secret = ExpectedValue::Secret {
+            file: PathBuf::from("/run/token"),
+            value,
+        };
+        let edit = HeaderEdit {
+            condition: HeaderCondition {
+                name: HeaderName::from_static("authorization"),
+                value: Some(secret),
+            },
+            mismatch: MismatchAction::Replace,
+        };
+        for shown in [format!("{edit:?}"), edit.to_string()] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("/run/token"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn delete_edit_on_an_absent_header_changes_nothing() {
+        let edit = HeaderEdit {
+            condition: HeaderCondition {
+                name: HeaderName::from_static("x-a"),
+                value: Some(ExpectedValue::Literal(HeaderValue::from_static("1"))),
+            },
+            mismatch: MismatchAction::Delete,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-b", HeaderValue::from_static("2"));
+        edit.apply(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+}

@@ -61,10 +61,16 @@ pub(crate) fn http_rules(
     };
     let errors_before = ctx.diag.errors.len();
     let mut rules = Vec::with_capacity(items.len());
+    let mut unsupported = false;
     for (i, item) in items.iter().enumerate() {
-        if let Some(rule) = http_rule(item, &index(path, i), dialect, ctx)? {
-            rules.push(rule);
+        match http_rule(item, &index(path, i), dialect, ctx) {
+            Ok(Some(rule)) => rules.push(rule),
+            Ok(None) => {}
+            Err(Unsupported) => unsupported = true,
         }
+    }
+    if unsupported {
+        return Err(Unsupported);
     }
     Ok((ctx.diag.errors.len() == errors_before).then_some(rules))
 }
@@ -98,24 +104,25 @@ fn http_rule(
         }
     }
     let mut edits = Vec::new();
+    let mut unsupported = false;
     if let Some(node) = map.take("headerMatches") {
         let at = map.child("headerMatches");
-        for (i, item) in list(node, &at, &mut ctx.diag)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            match header_match(item, &index(&at, i), dialect, ctx)? {
-                Some((condition, None)) => headers.push(condition),
-                Some((condition, Some(mismatch))) => edits.push(HeaderEdit {
+        let items = list(node, &at, &mut ctx.diag).unwrap_or_default();
+        for (i, item) in items.iter().enumerate() {
+            match header_match(item, &index(&at, i), dialect, ctx) {
+                Ok(Some((condition, None))) => headers.push(condition),
+                Ok(Some((condition, Some(mismatch)))) => edits.push(HeaderEdit {
                     condition,
                     mismatch,
                 }),
-                None => {}
+                Ok(None) => {}
+                Err(Unsupported) => unsupported = true,
             }
         }
     }
-    unknown_keys(&map, HTTP_KEYS, dialect, ctx)?;
+    if unknown_keys(&map, HTTP_KEYS, dialect, ctx).is_err() || unsupported {
+        return Err(Unsupported);
+    }
     let (Some(method), Some(path_re), Some(host)) = (method, path_re, host) else {
         return Ok(None);
     };
