@@ -274,11 +274,11 @@ fn to_fqdns(node: &Node, path: &str, ctx: &mut Ctx<'_>) -> Vec<FqdnPattern> {
             };
             match parse(text) {
                 Ok(pattern) => out.push(pattern),
-                Err(source) => ctx.diag.error(
+                Err(reason) => ctx.diag.error(
                     &key_path,
                     PolicyErrorKind::InvalidName {
                         text: text.to_owned(),
-                        source,
+                        reason,
                     },
                 ),
             }
@@ -534,11 +534,11 @@ fn server_names(node: &Node, path: &str, ctx: &mut Ctx<'_>) -> Vec<FqdnPattern> 
         };
         match FqdnPattern::parse(text) {
             Ok(pattern) => out.push(pattern),
-            Err(source) => ctx.diag.error(
+            Err(reason) => ctx.diag.error(
                 &at,
                 PolicyErrorKind::InvalidName {
                     text: text.to_owned(),
-                    source,
+                    reason,
                 },
             ),
         }

@@ -54,12 +54,8 @@ pub enum PolicyErrorKind {
         value: String,
         expected: &'static str,
     },
-    #[error("invalid name {text:?}: {source}")]
-    InvalidName {
-        text: String,
-        #[source]
-        source: PatternError,
-    },
+    #[error("invalid name {text:?}: {reason}")]
+    InvalidName { text: String, reason: PatternError },
     #[error("invalid port {0:?}: expected 1-65535 or a range like 8000-8080")]
     InvalidPort(String),
     #[error("invalid regular expression: {0}")]

@@ -80,11 +80,11 @@ fn read_rule(node: &Node, path: &str, ctx: &mut Ctx<'_>) -> Option<Rule> {
         for (text, at) in strings(node, &map.child(key), &mut ctx.diag) {
             match parse(text) {
                 Ok(pattern) => fqdns.push(pattern),
-                Err(source) => ctx.diag.error(
+                Err(reason) => ctx.diag.error(
                     &at,
                     PolicyErrorKind::InvalidName {
                         text: text.to_owned(),
-                        source,
+                        reason,
                     },
                 ),
             }

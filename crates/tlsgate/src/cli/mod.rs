@@ -4,6 +4,7 @@
 mod ca;
 mod check;
 mod demo;
+mod policy;
 mod run;
 
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ enum Command {
     /// Create, show and issue from the interception CA.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Check a policy file (tlsgate's or Cilium's) and dry-run requests against it.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::check(&args.config),
         Command::Demo(DemoCommand::Tunnel) => demo::tunnel(),
         Command::Ca(command) => ca::run(command),
+        Command::Policy(command) => policy::run(command),
     }
 }
 
