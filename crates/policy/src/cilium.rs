@@ -264,7 +264,7 @@ fn to_fqdns(node: &Node, path: &str, ctx: &mut Ctx<'_>) -> Vec<FqdnPattern> {
         let mut any = false;
         for (key, parse) in [
             ("matchName", FqdnPattern::parse_name as fn(&str) -> _),
-            ("matchPattern", FqdnPattern::parse),
+            ("matchPattern", FqdnPattern::parse_pattern),
         ] {
             let Some(node) = map.take(key) else { continue };
             any = true;
@@ -532,7 +532,7 @@ fn server_names(node: &Node, path: &str, ctx: &mut Ctx<'_>) -> Vec<FqdnPattern> 
         let Some(text) = string(item, &at, &mut ctx.diag) else {
             continue;
         };
-        match FqdnPattern::parse(text) {
+        match FqdnPattern::parse_pattern(text) {
             Ok(pattern) => out.push(pattern),
             Err(reason) => ctx.diag.error(
                 &at,

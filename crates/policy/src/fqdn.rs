@@ -2,13 +2,14 @@
 //! semantics.
 //!
 //! - Names compare case-insensitively and a trailing dot is ignored, on both sides.
-//! - `*` inside a label matches zero or more characters of that label and never crosses a dot
-//!   (Cilium: `[-a-zA-Z0-9_]*`): `*.example.com` matches `a.example.com` but never `example.com`
-//!   nor `a.b.example.com`; `api-*.example.com` matches `api-1.example.com` and
-//!   `api-.example.com`, never `api.example.com`.
-//! - `**.example.com` (only as the whole first label) matches one or more labels:
-//!   `a.example.com`, `a.b.example.com`, never `example.com` itself.
-//! - `*` alone matches every name (a catch-all, written on purpose).
+//! - `*.example.com` matches exactly one extra label: `a.example.com`, never `example.com` nor
+//!   `a.b.example.com`. `*` alone matches every name (a catch-all, written on purpose).
+//!   [`FqdnPattern::parse`] (the runtime config's routes and intercept rules) accepts only these.
+//! - [`FqdnPattern::parse_pattern`] (Cilium's `matchPattern`, the policy's `pattern`) also
+//!   accepts `*` inside a label, matching zero or more label characters and never crossing a
+//!   dot (Cilium: `[-a-zA-Z0-9_]*`): `api-*.example.com` matches `api-1.example.com`, never
+//!   `api.example.com`; and `**.example.com` (only as the whole first label), matching one or
+//!   more labels: `a.example.com`, `a.b.example.com`, never `example.com` itself.
 //!
 //! What a wildcard matches in a client's name is restricted to DNS label characters
 //! (letters, digits, `-`, `_`), so a name with spaces or other bytes never matches a wildcard.
@@ -36,8 +37,10 @@ pub enum FqdnPattern {
 pub enum PatternError {
     #[error("empty name")]
     Empty,
-    #[error("`**` is only allowed as the whole first label (`**.example.com`)")]
+    #[error("`*` is only allowed as the whole first label (`*.example.com`) or alone")]
     MisplacedWildcard,
+    #[error("`**` is only allowed as the whole first label (`**.example.com`)")]
+    MisplacedDoubleStar,
     #[error("`*` is not allowed in an exact name (use a pattern)")]
     WildcardInName,
     #[error("invalid character {0:?} in name")]
@@ -51,7 +54,8 @@ pub enum PatternError {
 }
 
 impl FqdnPattern {
-    /// Parses a name or a pattern: `name`, `*.suffix`, `**.suffix`, labels with `*`, or `*`.
+    /// Parses `name`, `*.suffix` or `*`: the runtime config's patterns (routes, intercept
+    /// rules), where a wildcard is only ever a whole first label.
     pub fn parse(text: &str) -> Result<Self, PatternError> {
         let text = text.strip_suffix('.').unwrap_or(text);
         if text.is_empty() {
@@ -60,8 +64,29 @@ impl FqdnPattern {
         if text == "*" {
             return Ok(Self::Any);
         }
+        if let Some(suffix) = text.strip_prefix("*.")
+            && !suffix.contains('*')
+        {
+            return Ok(Self::OneLabel(normalize_name(suffix)?));
+        }
+        if text.contains('*') {
+            return Err(PatternError::MisplacedWildcard);
+        }
+        Ok(Self::Exact(normalize_name(text)?))
+    }
+
+    /// Parses a Cilium `matchPattern`: everything [`parse`](Self::parse) accepts, plus `*`
+    /// anywhere inside a label (`api-*.example.com`, `*.*.example.com`) and `**.suffix`.
+    pub fn parse_pattern(text: &str) -> Result<Self, PatternError> {
+        let text = text.strip_suffix('.').unwrap_or(text);
+        if text.is_empty() {
+            return Err(PatternError::Empty);
+        }
+        if text == "*" {
+            return Ok(Self::Any);
+        }
         if let Some(suffix) = text.strip_prefix("**.") {
-            return Ok(Self::AnyDepth(normalize_name(suffix)?));
+            return Ok(Self::AnyDepth(check_labels(suffix, false)?));
         }
         if let Some(suffix) = text.strip_prefix("*.")
             && !suffix.contains('*')
@@ -76,7 +101,7 @@ impl FqdnPattern {
 
     /// Parses an exact name only (Cilium's `matchName`): `*` is refused.
     pub fn parse_name(text: &str) -> Result<Self, PatternError> {
-        Ok(Self::Exact(normalize_name(text)?))
+        Ok(Self::Exact(check_labels(text, false)?))
     }
 
     /// Whether `name` (as sent by a client: any case, maybe a trailing dot) matches.
@@ -175,7 +200,12 @@ fn label_matches(glob: &str, label: &str) -> bool {
 
 /// Lower-cases and checks a DNS name (letters, digits, `-`, `_`, dots; no empty labels).
 pub fn normalize_name(name: &str) -> Result<String, PatternError> {
-    check_labels(name, false)
+    check_labels(name, false).map_err(|e| match e {
+        PatternError::WildcardInName | PatternError::MisplacedDoubleStar => {
+            PatternError::MisplacedWildcard
+        }
+        other => other,
+    })
 }
 
 /// Checks labels (allowing `*` inside labels when `wildcards`) and lower-cases.
@@ -201,7 +231,7 @@ fn check_labels(name: &str, wildcards: bool) -> Result<String, PatternError> {
             return Err(PatternError::InvalidChar(bad));
         }
         if label.contains("**") {
-            return Err(PatternError::MisplacedWildcard);
+            return Err(PatternError::MisplacedDoubleStar);
         }
         if label.contains('*') && !wildcards {
             return Err(PatternError::WildcardInName);
@@ -215,7 +245,7 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> FqdnPattern {
-        FqdnPattern::parse(text).unwrap()
+        FqdnPattern::parse_pattern(text).unwrap()
     }
 
     #[test]
@@ -251,21 +281,21 @@ mod tests {
 
     #[test]
     fn star_inside_a_label_stays_inside_it() {
-        let p = p("api-*.Example.com");
-        assert_eq!(p, FqdnPattern::Glob("api-*.example.com".into()));
-        assert!(p.matches("api-1.example.com"));
-        assert!(p.matches("API-eu-west.example.com"));
+        let api = p("api-*.Example.com");
+        assert_eq!(api, FqdnPattern::Glob("api-*.example.com".into()));
+        assert!(api.matches("api-1.example.com"));
+        assert!(api.matches("API-eu-west.example.com"));
         assert!(
-            p.matches("api-.example.com"),
+            api.matches("api-.example.com"),
             "`*` may match nothing, as in Cilium"
         );
-        assert!(!p.matches("api.example.com"));
-        assert!(!p.matches("api-1.x.example.com"));
-        assert!(!p.matches("x.api-1.example.com"));
-        let two = FqdnPattern::parse("*.*.example.com").unwrap();
+        assert!(!api.matches("api.example.com"));
+        assert!(!api.matches("api-1.x.example.com"));
+        assert!(!api.matches("x.api-1.example.com"));
+        let two = p("*.*.example.com");
         assert!(two.matches("a.b.example.com"));
         assert!(!two.matches("a.example.com"));
-        let mid = FqdnPattern::parse("a*b*c.example.com").unwrap();
+        let mid = p("a*b*c.example.com");
         assert!(mid.matches("abc.example.com"));
         assert!(mid.matches("axxbyyc.example.com"));
         assert!(!mid.matches("axxbyy.example.com"));
@@ -296,11 +326,26 @@ mod tests {
     }
 
     #[test]
-    fn rejects_misplaced_wildcards_and_bad_names() {
+    fn config_patterns_keep_wildcards_to_a_whole_first_label() {
         let err = |t: &str| FqdnPattern::parse(t).unwrap_err();
-        assert_eq!(err("a.**.com"), PatternError::MisplacedWildcard);
-        assert_eq!(err("**"), PatternError::MisplacedWildcard);
-        assert_eq!(err("***.com"), PatternError::MisplacedWildcard);
+        assert_eq!(err("a.*.com"), PatternError::MisplacedWildcard);
+        assert_eq!(err("*a.com"), PatternError::MisplacedWildcard);
+        assert_eq!(err("**.com"), PatternError::MisplacedWildcard);
+        assert_eq!(err("*.*.example"), PatternError::MisplacedWildcard);
+        assert_eq!(
+            FqdnPattern::parse("*.a.com"),
+            Ok(FqdnPattern::OneLabel("a.com".into()))
+        );
+        assert_eq!(FqdnPattern::parse("*"), Ok(FqdnPattern::Any));
+    }
+
+    #[test]
+    fn rejects_misplaced_wildcards_and_bad_names() {
+        let err = |t: &str| FqdnPattern::parse_pattern(t).unwrap_err();
+        assert_eq!(err("a.**.com"), PatternError::MisplacedDoubleStar);
+        assert_eq!(err("**"), PatternError::MisplacedDoubleStar);
+        assert_eq!(err("***.com"), PatternError::MisplacedDoubleStar);
+        assert_eq!(err("**.*.com"), PatternError::WildcardInName);
         assert_eq!(err(""), PatternError::Empty);
         assert_eq!(err("."), PatternError::Empty);
         assert_eq!(err("a..com"), PatternError::EmptyLabel);
@@ -325,7 +370,7 @@ mod tests {
         let p = p("*.example.com");
         assert!(!p.matches("é.example.co"));
         assert!(!p.matches("ééééééééééééé"));
-        assert!(FqdnPattern::parse("é*.com").is_err());
+        assert!(FqdnPattern::parse_pattern("é*.com").is_err());
         assert!(!FqdnPattern::Glob("a*.com".into()).matches("aé.com"));
     }
 }

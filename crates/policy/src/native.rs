@@ -74,7 +74,7 @@ fn read_rule(node: &Node, path: &str, ctx: &mut Ctx<'_>) -> Option<Rule> {
     let mut fqdns = Vec::new();
     for (key, parse) in [
         ("match", FqdnPattern::parse_name as fn(&str) -> _),
-        ("pattern", FqdnPattern::parse),
+        ("pattern", FqdnPattern::parse_pattern),
     ] {
         let Some(node) = map.take(key) else { continue };
         for (text, at) in strings(node, &map.child(key), &mut ctx.diag) {
