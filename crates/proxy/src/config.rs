@@ -187,8 +187,11 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct InterceptListener {
     pub mode: InterceptMode,
-    /// Per-connection decisions by host and port.
+    /// Per-connection decisions by host and port (the simple form, used without `policy`).
     pub rules: Arc<InterceptRules>,
+    /// The L7 policy (tlsgate or Cilium format): when set, it decides connections and requests
+    /// instead of `rules`, and is reloaded when its file changes.
+    pub policy: Option<Arc<crate::policy::PolicySlot>>,
     pub certs: Arc<CertSettings>,
     /// Trust anchors that verify origins when re-encrypting (the system store or a configured
     /// bundle); built with `tls::upstream_roots`.

@@ -46,6 +46,12 @@ pub enum ConnError {
     PolicyDestinationForbidden(IpAddr),
     #[error("denied by an intercept rule")]
     PolicyDenied,
+    #[error("{}", describe_policy_denial(*reason, rule.as_deref()))]
+    PolicyVerdict {
+        reason: tlsgate_policy::DenyReason,
+        /// The name of the rule (set) that decided, from the operator's policy file.
+        rule: Option<String>,
+    },
     #[error("the original destination of a redirected connection is unknown: {0}")]
     LocalNoOriginalDst(#[source] io::Error),
     #[error("minting a certificate failed: {0}")]
@@ -80,6 +86,25 @@ pub enum ConnError {
     UpstreamBadResponse,
 }
 
+fn describe_policy_denial(reason: tlsgate_policy::DenyReason, rule: Option<&str>) -> String {
+    use tlsgate_policy::DenyReason;
+    let what = match reason {
+        DenyReason::NoRule => "no policy rule allows this destination",
+        DenyReason::DenyRule => "a policy rule denies this destination",
+        DenyReason::PolicyDenied => {
+            "access denied by policy: the request matches none of the HTTP rules"
+        }
+        DenyReason::HostSniMismatch => {
+            "the request's Host does not match the name this connection was allowed for"
+        }
+        DenyReason::MissingHost => "the request has no Host",
+    };
+    match rule {
+        Some(rule) => format!("{what} (rule {rule})"),
+        None => what.to_owned(),
+    }
+}
+
 impl ConnError {
     /// A stable snake_case label for logs, flows and metrics.
     pub fn reason(&self) -> &'static str {
@@ -102,6 +127,7 @@ impl ConnError {
             Self::PolicyDestinationForbidden(_) => "destination_forbidden",
             Self::LocalListenerFull => "listener_full",
             Self::PolicyDenied => "denied",
+            Self::PolicyVerdict { reason, .. } => reason.label(),
             Self::LocalNoOriginalDst(_) => "no_original_destination",
             Self::LocalMint(_) => "mint_failed",
             Self::UpstreamCertInvalid(_) => "upstream_cert_invalid",
@@ -141,6 +167,7 @@ impl ConnError {
                 | Self::PolicyInnerSniMissing
                 | Self::PolicyDestinationForbidden(_)
                 | Self::PolicyDenied
+                | Self::PolicyVerdict { .. }
                 | Self::ClientNoSni
         )
     }

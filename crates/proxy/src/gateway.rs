@@ -129,6 +129,12 @@ impl Gateway {
         let mut relays: HashMap<usize, Arc<RelayClient>> = HashMap::new();
         let mut accept_loops = Vec::new();
         let mut intercepts = self.intercepts;
+        // Policies are reloaded when their file changes or on SIGHUP, for new requests.
+        let slots: Vec<_> = intercepts
+            .values()
+            .filter_map(|state| state.config.policy.clone())
+            .collect();
+        tokio::spawn(crate::policy::watch(slots, shutdown.clone()));
         for (index, (listener, socket)) in self
             .config
             .listeners

@@ -14,6 +14,7 @@ pub mod http_server;
 pub mod http_util;
 pub mod intercept;
 pub mod io;
+pub mod policy;
 pub mod relay;
 pub mod route;
 pub mod transport;

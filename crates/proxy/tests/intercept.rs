@@ -38,6 +38,7 @@ impl Interceptor {
 
 struct Options {
     rules: Vec<InterceptRule>,
+    policy: Option<Arc<tlsgate_proxy::policy::PolicySlot>>,
     strategy: CertStrategy,
     danger: Vec<&'static str>,
 }
@@ -46,6 +47,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             rules: Vec::new(),
+            policy: None,
             strategy: CertStrategy::DownstreamFirst,
             danger: Vec::new(),
         }
@@ -77,6 +79,7 @@ async fn start_interceptor(origin_root: CertificateDer<'static>, options: Option
             cache_ttl: Duration::from_secs(3600),
         }),
         upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[origin_root])).unwrap(),
+        policy: options.policy.clone(),
         danger_accept_invalid_upstream_certs: options
             .danger
             .iter()

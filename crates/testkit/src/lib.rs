@@ -23,7 +23,9 @@ pub use files::{TempDir, certs_from_pem, sha256_file, temp_dir, write_pseudorand
 pub use netns::{
     NEED_ROOT_MESSAGE, NetNs, SKIP_E2E_ENV, e2e_preflight, is_root, run, unique_prefix, veth,
 };
-pub use origin::{Origin, pattern, pattern_byte, spawn_http_origin, spawn_https_origin};
+pub use origin::{
+    Origin, pattern, pattern_byte, spawn_http_origin, spawn_https_origin, spawn_https_origin_at,
+};
 pub use process::ChildGuard;
 
 /// Installs a tracing subscriber writing through the test harness (so output is captured per

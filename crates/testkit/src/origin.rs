@@ -73,6 +73,11 @@ pub fn pattern(offset: u64, len: usize) -> Vec<u8> {
 
 /// An HTTPS origin (TLS 1.2 + 1.3, ALPN h2 and http/1.1) presenting `leaf`.
 pub async fn spawn_https_origin(name: &str, leaf: &Leaf) -> Origin {
+    spawn_https_origin_at("127.0.0.1:0".parse().expect("a socket address"), name, leaf).await
+}
+
+/// [`spawn_https_origin`] on a given address (e.g. `127.0.0.31:443`, which needs root).
+pub async fn spawn_https_origin_at(addr: SocketAddr, name: &str, leaf: &Leaf) -> Origin {
     let mut config = rustls::ServerConfig::builder_with_provider(crate::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
@@ -80,18 +85,18 @@ pub async fn spawn_https_origin(name: &str, leaf: &Leaf) -> Origin {
         .with_single_cert(leaf.chain.clone(), leaf.key.clone_key())
         .expect("test origin: certificate and key do not match");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    spawn(name, Some(TlsAcceptor::from(Arc::new(config)))).await
+    spawn(addr, name, Some(TlsAcceptor::from(Arc::new(config)))).await
 }
 
 /// A plain HTTP/1.1 origin.
 pub async fn spawn_http_origin(name: &str) -> Origin {
-    spawn(name, None).await
+    spawn("127.0.0.1:0".parse().expect("a socket address"), name, None).await
 }
 
-async fn spawn(name: &str, tls: Option<TlsAcceptor>) -> Origin {
-    let listener = TcpListener::bind("127.0.0.1:0")
+async fn spawn(addr: SocketAddr, name: &str, tls: Option<TlsAcceptor>) -> Origin {
+    let listener = TcpListener::bind(addr)
         .await
-        .expect("binding 127.0.0.1:0");
+        .unwrap_or_else(|e| panic!("binding {addr}: {e}"));
     let addr = listener
         .local_addr()
         .expect("local_addr of a bound listener");
@@ -182,6 +187,13 @@ fn route(name: &str, req: Request<Incoming>) -> Response<OriginBody> {
     }
     if req.method() != Method::GET {
         return text(StatusCode::NOT_FOUND, "not found\n".to_owned());
+    }
+    // Like the blog's origin (www.facebook.com has no /cucumber): a 404 from the origin itself.
+    if path == "/cucumber" {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("origin={name}: no such page\n"),
+        );
     }
     if path == "/headers" {
         let mut out = String::new();

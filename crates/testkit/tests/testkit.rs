@@ -24,9 +24,14 @@ async fn https_origin_answers_h2_and_h1_with_its_certificate() {
         .await
         .expect("GET / through the origin");
         assert_eq!(reply.status, 200);
+        let version = if alpn == b"h2" {
+            "HTTP/2.0"
+        } else {
+            "HTTP/1.1"
+        };
         assert_eq!(
             String::from_utf8_lossy(&reply.body),
-            "origin=alpha host=origin.example.com path=/\n"
+            format!("origin=alpha host=origin.example.com path=/ version={version}\n")
         );
         assert_eq!(reply.alpn.as_deref(), Some(alpn));
         assert_eq!(
@@ -80,7 +85,7 @@ async fn http_origin_reports_host_and_path() {
     assert_eq!(reply.status, 200);
     assert_eq!(
         String::from_utf8_lossy(&reply.body),
-        "origin=plain host=plain.example.com path=/some/path\n"
+        "origin=plain host=plain.example.com path=/some/path version=HTTP/1.1\n"
     );
     let headers = http_get(origin.addr, "plain.example.com", "/headers")
         .await

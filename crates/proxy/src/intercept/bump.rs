@@ -283,10 +283,20 @@ impl Bumped {
             let e = ConnError::UpstreamCertInvalid(problem.clone());
             return refuse(ctx, &self.shared, StatusCode::BAD_GATEWAY, e);
         }
+        let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
+        let (mut parts, body) = req.into_parts();
+        let target = origin_form(&parts.uri);
+        let (method, headers) = (&parts.method, &mut parts.headers);
+        let checked = self
+            .state
+            .check_request(&self.name, self.port, method, &target, &authority, headers);
+        if let Err(refusal) = checked {
+            return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal);
+        }
+        let req = Request::from_parts(parts, body);
         if is_upgrade(req.headers()) {
             return self.upgrade(req, ctx).await;
         }
-        let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
         let sender = match self.acquire().await {
             Ok(sender) => sender,
             Err(e) => return refuse(ctx, &self.shared, status_for(&e), e),

@@ -15,7 +15,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{InterceptState, Target, handle_stream, new_ctx};
-use crate::config::InterceptAction;
 use crate::context::{HttpFacts, Shared};
 use crate::error::ConnError;
 use crate::flow::Mode;
@@ -68,16 +67,14 @@ impl ExplicitService {
             );
         };
         ctx.name = Some(host.clone());
-        let action = self.state.config.rules.decide(&host, port);
-        if action == InterceptAction::Deny {
-            ctx.mode = Mode::Deny;
-            return refuse(
-                ctx,
-                &self.shared,
-                StatusCode::FORBIDDEN,
-                ConnError::PolicyDenied,
-            );
-        }
+        // Decided on the authority before any TLS: a denied destination gets 403 at once.
+        let action = match self.state.decide(&host, port) {
+            Ok(action) => action,
+            Err(refusal) => {
+                ctx.mode = Mode::Deny;
+                return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal);
+            }
+        };
         let target = Target {
             host: Some(host),
             ip: None,
@@ -172,15 +169,24 @@ impl PlainHttp {
         };
         let name = host_of(&authority);
         ctx.name = Some(name.clone());
-        if self.state.config.rules.decide(&name, self.target.port) == InterceptAction::Deny {
+        let (mut parts, body) = req.into_parts();
+        let target = crate::http_util::origin_form(&parts.uri);
+        let decided = self.state.decide(&name, self.target.port).and_then(|_| {
+            let (method, headers) = (&parts.method, &mut parts.headers);
+            self.state.check_request(
+                &name,
+                self.target.port,
+                method,
+                &target,
+                &authority,
+                headers,
+            )
+        });
+        if let Err(refusal) = decided {
             ctx.mode = Mode::Deny;
-            return refuse(
-                ctx,
-                &self.shared,
-                StatusCode::FORBIDDEN,
-                ConnError::PolicyDenied,
-            );
+            return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal);
         }
+        let req = Request::from_parts(parts, body);
         // Connect where the client was going: the proxy request's host, or the original destination.
         let host = match (&self.target.ip, req.uri().authority()) {
             (Some(ip), _) => ip.to_string(),

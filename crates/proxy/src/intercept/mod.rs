@@ -27,6 +27,7 @@ use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
 use crate::io::{Moved, Prefixed, splice};
+use tlsgate_policy::{DenyReason, RequestFacts, RequestVerdict, TlsAction};
 
 pub use certs::CertStore;
 pub use origin::OriginTls;
@@ -75,6 +76,71 @@ impl InterceptState {
     fn strategy(&self) -> CertStrategy {
         self.config.certs.strategy
     }
+
+    /// The connection-level decision for `host:port`: the policy's when one is configured, else
+    /// the simple rules'. `Err` is the refusal, with its reason.
+    pub(crate) fn decide(&self, host: &str, port: u16) -> Result<InterceptAction, ConnError> {
+        let Some(slot) = &self.config.policy else {
+            return match self.config.rules.decide(host, port) {
+                InterceptAction::Deny => Err(ConnError::PolicyDenied),
+                action => Ok(action),
+            };
+        };
+        let policy = slot.current();
+        let verdict = policy.decide_connection(host, port);
+        match verdict.action {
+            TlsAction::Bump => Ok(InterceptAction::Bump),
+            TlsAction::Splice => Ok(InterceptAction::Splice),
+            TlsAction::Deny => Err(ConnError::PolicyVerdict {
+                reason: verdict.deny_reason().unwrap_or(DenyReason::NoRule),
+                rule: rule_name(&policy, verdict.rule),
+            }),
+        }
+    }
+
+    /// The request-level decision (only with a policy): on allow, applies the policy's header
+    /// edits to `headers`; on deny, the refusal. `conn_host` is the name the connection was
+    /// allowed for (SNI, else CONNECT host); `authority` is the request's Host / :authority.
+    pub(crate) fn check_request(
+        &self,
+        conn_host: &str,
+        port: u16,
+        method: &http::Method,
+        target: &str,
+        authority: &str,
+        headers: &mut http::HeaderMap,
+    ) -> Result<(), ConnError> {
+        let Some(slot) = &self.config.policy else {
+            return Ok(());
+        };
+        let policy = slot.current();
+        let facts = RequestFacts {
+            method: method.as_str(),
+            path: target,
+            host: authority,
+            headers,
+        };
+        match policy.decide_request(conn_host, port, &facts) {
+            RequestVerdict::Allow { edits, .. } => {
+                for edit in edits {
+                    edit.apply(headers);
+                }
+                Ok(())
+            }
+            RequestVerdict::Deny { reason, rule_set } => Err(ConnError::PolicyVerdict {
+                reason,
+                rule: rule_name(&policy, rule_set),
+            }),
+        }
+    }
+}
+
+fn rule_name(
+    policy: &tlsgate_policy::Policy,
+    rule: Option<tlsgate_policy::RuleRef>,
+) -> Option<String> {
+    rule.and_then(|r| policy.rule(r))
+        .map(|r| r.name().to_owned())
 }
 
 impl InterceptRules {
@@ -165,17 +231,23 @@ pub(crate) async fn handle_stream<S>(
         return ctx.finish(&shared, read, &Err(ConnError::ClientNoSni));
     };
     ctx.name = Some(name.clone());
-    let action = target
-        .decided
-        .unwrap_or_else(|| state.config.rules.decide(&name, target.port));
+    let action = match target.decided {
+        Some(action) => Ok(action),
+        None => state.decide(&name, target.port),
+    };
     match action {
-        InterceptAction::Deny => {
+        Err(refusal) => {
             ctx.mode = Mode::Deny;
             // A TLS alert tells the client why the handshake stops (access_denied).
             let _ = io.write_all(&tls_alert(ALERT_ACCESS_DENIED)).await;
+            ctx.finish(&shared, read, &Err(refusal));
+        }
+        Ok(InterceptAction::Deny) => {
+            ctx.mode = Mode::Deny;
+            let _ = io.write_all(&tls_alert(ALERT_ACCESS_DENIED)).await;
             ctx.finish(&shared, read, &Err(ConnError::PolicyDenied));
         }
-        InterceptAction::Splice => {
+        Ok(InterceptAction::Splice) => {
             ctx.mode = Mode::Splice;
             // Explicit mode connects where CONNECT said; transparent where the packet was going.
             let host = target.host.clone().unwrap_or_else(|| target.connect_host());
@@ -194,7 +266,7 @@ pub(crate) async fn handle_stream<S>(
             .await;
             ctx.finish(&shared, moved, &result);
         }
-        InterceptAction::Bump => {
+        Ok(InterceptAction::Bump) => {
             ctx.mode = Mode::Bump;
             let io = Prefixed::new(prefix.freeze(), io);
             bump::serve(io, hello, name, target, ctx, state, shared).await;
@@ -215,16 +287,18 @@ async fn plain<S>(
 {
     let name = target.connect_host();
     ctx.name = Some(name.clone());
-    let action = target
-        .decided
-        .unwrap_or_else(|| state.config.rules.decide(&name, target.port));
+    let action = match target.decided {
+        Some(action) => Ok(action),
+        None => state.decide(&name, target.port),
+    };
     let read = Moved {
         from_client: prefix.len() as u64,
         to_client: 0,
     };
     match action {
-        InterceptAction::Deny => ctx.finish(&shared, read, &Err(ConnError::PolicyDenied)),
-        InterceptAction::Bump if looks_like_http_request(&prefix) == HttpSniff::Http => {
+        Err(refusal) => ctx.finish(&shared, read, &Err(refusal)),
+        Ok(InterceptAction::Deny) => ctx.finish(&shared, read, &Err(ConnError::PolicyDenied)),
+        Ok(InterceptAction::Bump) if looks_like_http_request(&prefix) == HttpSniff::Http => {
             let io = Prefixed::new(prefix, io);
             let service = explicit::PlainHttp::new(
                 target,
@@ -236,8 +310,8 @@ async fn plain<S>(
             crate::http_server::serve_http1(io, service, &shared).await;
         }
         // Bumping means inspecting: bytes that are neither TLS nor HTTP are not let through.
-        InterceptAction::Bump => ctx.finish(&shared, read, &Err(ConnError::ClientNotTls)),
-        InterceptAction::Splice => {
+        Ok(InterceptAction::Bump) => ctx.finish(&shared, read, &Err(ConnError::ClientNotTls)),
+        Ok(InterceptAction::Splice) => {
             ctx.mode = Mode::Splice;
             let host = target.connect_host();
             ctx.upstream = Some(format!("{host}:{}", target.port));

@@ -277,6 +277,11 @@ pub fn any_port() -> SocketAddr {
 /// A DNS server on loopback answering every A query with 127.0.0.1 (and AAAA with nothing), so
 /// tests can use real names (`CONNECT www.example.test:443`) that all lead to loopback origins.
 pub async fn spawn_dns_loopback() -> SocketAddr {
+    spawn_dns_answering([127, 0, 0, 1]).await
+}
+
+/// A DNS server on loopback answering every A query with `ip`.
+pub async fn spawn_dns_answering(ip: [u8; 4]) -> SocketAddr {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     tokio::spawn(async move {
@@ -300,7 +305,8 @@ pub async fn spawn_dns_loopback() -> SocketAddr {
             reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
             reply.extend_from_slice(&query[12..question_end]);
             if is_a {
-                reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+                reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                reply.extend_from_slice(&ip);
             }
             let _ = socket.send_to(&reply, peer).await;
         }

@@ -97,6 +97,10 @@ pub struct ListenerFile {
     /// `intercept`: for hosts no rule matches (default bump).
     #[serde(default)]
     pub default_action: Option<Lenient<InterceptActionFile>>,
+    /// `intercept`: an L7 policy file (tlsgate's format or Cilium policy YAML) that decides
+    /// instead of `rules`; reloaded when it changes.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

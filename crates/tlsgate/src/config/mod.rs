@@ -100,6 +100,7 @@ pub fn default_intercept(listen: SocketAddr, ca_dir: &Path) -> Result<Config, Ve
         danger_accept_invalid_upstream_certs: None,
         rules: None,
         default_action: None,
+        policy: None,
     };
     let file = FileConfig {
         relays: Vec::new(),

@@ -21,6 +21,7 @@ use tlsgate_proxy::config::{
     RelayUpstream, Route, Routes, TargetHost, Timeouts, Transport, UpstreamTarget,
 };
 use tlsgate_proxy::intercept::InterceptState;
+use tlsgate_proxy::policy::PolicySlot;
 use tlsgate_proxy::tls::{self, Identity, TlsConfigError};
 
 use super::file::{
@@ -323,6 +324,7 @@ impl Validator<'_> {
             ),
             ("rules", listener.rules.is_some()),
             ("default_action", listener.default_action.is_some()),
+            ("policy", listener.policy.is_some()),
         ];
         let allowed: &[&str] = match kind {
             ListenerKindFile::TlsPassthrough => &["relay", "inner_port", "default_sni"],
@@ -336,6 +338,7 @@ impl Validator<'_> {
                 "danger_accept_invalid_upstream_certs",
                 "rules",
                 "default_action",
+                "policy",
             ],
         };
         for (key, _) in present
@@ -430,12 +433,25 @@ impl Validator<'_> {
                 .as_deref()
                 .unwrap_or_default(),
         );
+        if listener.policy.is_some()
+            && (listener.rules.is_some() || listener.default_action.is_some())
+        {
+            self.error(
+                format!("{at}.policy"),
+                "use either `policy` (an L7 policy file) or `rules`/`default_action`, not both",
+            );
+        }
+        let policy = listener.policy.as_deref().map(|path| self.policy(at, path));
         let rules = self.intercept_rules(at, listener.rules, listener.default_action);
 
         let (strategy, leaf_lifetime, cache_capacity, cache_ttl) = certs?;
         let listener = InterceptListener {
             mode: mode?,
             rules: Arc::new(rules?),
+            policy: match policy {
+                Some(slot) => Some(slot?),
+                None => None,
+            },
             certs: Arc::new(CertSettings {
                 ca: Arc::new(ca?),
                 strategy,
@@ -453,6 +469,26 @@ impl Validator<'_> {
             return None;
         }
         Some(listener)
+    }
+
+    /// Loads and compiles an L7 policy file; its errors are reported under `{at}.policy`, each with
+    /// the file, document and key path inside the policy.
+    fn policy(&mut self, at: &str, path: &Path) -> Option<Arc<PolicySlot>> {
+        let resolved = self.resolve(path);
+        match PolicySlot::load(resolved, tlsgate_policy::LoadOptions::default()) {
+            Ok((slot, notices)) => {
+                for notice in notices {
+                    tracing::info!("{at}.policy: {notice}");
+                }
+                Some(Arc::new(slot))
+            }
+            Err(errors) => {
+                for error in errors {
+                    self.error(format!("{at}.policy"), error.to_string());
+                }
+                None
+            }
+        }
     }
 
     /// Loads the CA from `dir`, or from `cert` and `key`; exactly one of the two forms.
