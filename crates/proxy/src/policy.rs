@@ -16,6 +16,8 @@ pub struct PolicySlot {
     path: PathBuf,
     options: LoadOptions,
     current: RwLock<Arc<Policy>>,
+    /// What the loader reported about the file as loaded at start (ignored Cilium fields, ...).
+    notices: Vec<Notice>,
     /// (modified time, length) of the file the current policy was loaded from.
     stamp: RwLock<Option<(SystemTime, u64)>>,
 }
@@ -40,6 +42,7 @@ impl PolicySlot {
             path,
             options,
             current: RwLock::new(Arc::new(policy)),
+            notices: notices.clone(),
             stamp: RwLock::new(stamp),
         };
         Ok((slot, notices))
@@ -47,6 +50,12 @@ impl PolicySlot {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The loader's notices for the file as first loaded (never silently dropped: `check` prints
+    /// them and `run` logs them).
+    pub fn notices(&self) -> &[Notice] {
+        &self.notices
     }
 
     /// The policy in force now (requests take it per request; a swap affects the next one).

@@ -367,6 +367,39 @@ fn check_accepts_both_intercept_examples() {
 }
 
 #[test]
+fn check_loads_a_cilium_policy_unchanged_and_prints_what_it_ignores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["cilium-policy.yaml", "facebook-tls.yaml"] {
+        fs::copy(intercept_examples_dir().join(name), dir.path().join(name)).expect("copy example");
+    }
+    write_interception_ca(&dir.path().join("ca"));
+    let trust_store = dir.path().join("system-roots.pem");
+    write_trust_store(&trust_store);
+    let config = dir.path().join("cilium-policy.yaml");
+    let output = tlsgate_with_trust_store(
+        &["check", "--config", &config.to_string_lossy()],
+        &trust_store,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(
+        out.starts_with("config OK: 1 listener (proxy: intercept on 127.0.0.1:8080 with policy"),
+        "{out}"
+    );
+    assert!(out.contains("explicit mode)"), "{out}");
+    // Nothing is dropped silently: each ignored Cilium field is named with its key path.
+    let notes: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("listeners.proxy.policy: note:"))
+        .collect();
+    assert!(
+        notes.iter().any(|l| l.contains("endpointSelector")),
+        "{out}"
+    );
+    assert!(notes.iter().any(|l| l.contains("dns")), "{out}");
+}
+
+#[test]
 fn check_reports_every_intercept_problem_with_its_key_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_interception_ca(&dir.path().join("ca"));

@@ -11,6 +11,11 @@ pub fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             println!("config OK: {}", summary(&config));
+            for (listener, slot) in policies(&config) {
+                for notice in slot.notices() {
+                    println!("listeners.{listener}.policy: note: {notice}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -22,6 +27,14 @@ pub fn check(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The policy files of intercept listeners, by listener name.
+fn policies(config: &Config) -> impl Iterator<Item = (&str, &tlsgate_proxy::policy::PolicySlot)> {
+    config.listeners.iter().filter_map(|l| match &l.kind {
+        ListenerKind::Intercept(i) => i.policy.as_deref().map(|slot| (l.name.as_str(), slot)),
+        _ => None,
+    })
 }
 
 /// `2 listeners (http: http on 0.0.0.0:80 via relay provider-b; relay: relay on [::]:8443 with 2 routes)`.
@@ -54,14 +67,22 @@ fn describe_listener(listener: &tlsgate_proxy::config::Listener) -> String {
                 InterceptMode::Transparent => "transparent",
             };
             let n = intercept.rules.rules.len();
-            (
-                "intercept",
-                format!(
-                    "with {n} rule{}, default {}, {mode} mode",
+            let decided_by = match &intercept.policy {
+                Some(slot) => {
+                    let rules = slot.current().rules().len();
+                    format!(
+                        "with policy {} ({rules} rule{})",
+                        slot.path().display(),
+                        if rules == 1 { "" } else { "s" }
+                    )
+                }
+                None => format!(
+                    "with {n} rule{}, default {}",
                     if n == 1 { "" } else { "s" },
                     action_name(intercept.rules.default)
                 ),
-            )
+            };
+            ("intercept", format!("{decided_by}, {mode} mode"))
         }
     };
     format!("{}: {kind} on {} {detail}", listener.name, listener.listen)
