@@ -52,6 +52,16 @@ pub enum ConnError {
         /// The name of the rule (set) that decided, from the operator's policy file.
         rule: Option<String>,
     },
+    /// Transparent mode without SNI: the request's Host names the connection, so it must resolve
+    /// to the address the client was actually connecting to (else the Host could name anything).
+    #[error(
+        "the request's Host does not resolve to the connection's original destination {dst} ({why})"
+    )]
+    PolicyHostAddressMismatch {
+        dst: IpAddr,
+        /// A fixed phrase (never peer text): "resolves elsewhere", "resolution failed", ...
+        why: &'static str,
+    },
     #[error("the original destination of a redirected connection is unknown: {0}")]
     LocalNoOriginalDst(#[source] io::Error),
     #[error("minting a certificate failed: {0}")]
@@ -128,6 +138,7 @@ impl ConnError {
             Self::LocalListenerFull => "listener_full",
             Self::PolicyDenied => "denied",
             Self::PolicyVerdict { reason, .. } => reason.label(),
+            Self::PolicyHostAddressMismatch { .. } => "host_address_mismatch",
             Self::LocalNoOriginalDst(_) => "no_original_destination",
             Self::LocalMint(_) => "mint_failed",
             Self::UpstreamCertInvalid(_) => "upstream_cert_invalid",
@@ -168,6 +179,7 @@ impl ConnError {
                 | Self::PolicyDestinationForbidden(_)
                 | Self::PolicyDenied
                 | Self::PolicyVerdict { .. }
+                | Self::PolicyHostAddressMismatch { .. }
                 | Self::ClientNoSni
         )
     }

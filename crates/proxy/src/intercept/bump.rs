@@ -3,9 +3,10 @@
 //! request over TLS to the origin, HTTP/2 or HTTP/1.1 by what the origin negotiates. A client on
 //! HTTP/2 works with an origin that only speaks HTTP/1.1, and the other way round.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -25,11 +26,13 @@ use super::certs::FixedCert;
 use super::explicit::refuse;
 use super::origin::OriginConn;
 use super::{ALERT_INTERNAL_ERROR, InterceptState, Target, new_ctx, tls_alert};
-use crate::config::CertStrategy;
+use crate::config::{CertStrategy, InterceptAction};
 use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::error::ConnError;
 use crate::flow::Mode;
-use crate::http_util::{is_upgrade, origin_form, request_authority, status_for, strip_hop_by_hop};
+use crate::http_util::{
+    host_of, is_upgrade, origin_form, request_authority, status_for, strip_hop_by_hop,
+};
 use crate::io::{Moved, Prefixed, splice};
 use crate::tls::{ALPN_H2, ALPN_HTTP1};
 use crate::transport::Body;
@@ -38,10 +41,20 @@ use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_STREAM_WINDOW};
 /// Idle HTTP/1.1 origin connections kept per bumped client connection.
 const MAX_IDLE_HTTP1: usize = 8;
 
+/// What names a bumped connection's requests for the policy and the origin's certificate.
+pub(crate) enum Naming {
+    /// The SNI, else the CONNECT host, else (no policy) the original IP: every request's Host
+    /// must match it.
+    Fixed(String),
+    /// Transparent mode with a policy and no SNI: the leaf is minted for `dst`, and each request's
+    /// Host names the request, provided it resolves to `dst` (see [`Bumped::admit_host`]).
+    ByHost { dst: IpAddr },
+}
+
 pub(crate) async fn serve<S>(
     mut io: Prefixed<S>,
     hello: ClientHelloInfo,
-    name: String,
+    naming: Naming,
     target: Target,
     mut ctx: ConnCtx,
     state: Arc<InterceptState>,
@@ -49,9 +62,19 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (name, by_host) = match naming {
+        Naming::Fixed(name) => (name, None),
+        Naming::ByHost { dst } => (dst.to_string(), Some(dst)),
+    };
     let host = target.host.clone().unwrap_or_else(|| target.connect_host());
     ctx.upstream = Some(format!("{host}:{}", target.port));
     let accept_invalid = state.accepts_invalid(&name);
+    // Without a name before the first request, the leaf is minted for the IP: upstream-first
+    // would verify the origin for the IP, which origins' certificates rarely carry.
+    let strategy = match by_host {
+        Some(_) => CertStrategy::DownstreamFirst,
+        None => state.strategy(),
+    };
     let client_alpn: Vec<Vec<u8>> = hello
         .alpn
         .iter()
@@ -61,7 +84,7 @@ pub(crate) async fn serve<S>(
 
     let mut first_origin = None;
     let mut origin_problem = None;
-    let leaf = match state.strategy() {
+    let leaf = match strategy {
         CertStrategy::DownstreamFirst => state.certs.for_name(&name).await,
         CertStrategy::UpstreamFirst => {
             let offer = if client_alpn.is_empty() {
@@ -133,17 +156,18 @@ pub(crate) async fn serve<S>(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     let service = BumpService {
         inner: Arc::new(Bumped {
-            name,
-            host,
-            port: target.port,
-            accept_invalid,
-            listener: ctx.listener.clone(),
-            client: ctx.client,
-            origin_problem,
             pool: Mutex::new(Pool {
+                name: name.clone(),
                 first: first_origin,
                 ..Pool::default()
             }),
+            name,
+            by_host,
+            host,
+            port: target.port,
+            listener: ctx.listener.clone(),
+            client: ctx.client,
+            origin_problem,
             state,
             shared: shared.clone(),
         }),
@@ -159,10 +183,12 @@ pub(crate) async fn serve<S>(
 struct Bumped {
     /// The name the connection was allowed for (SNI, else CONNECT host, else IP).
     name: String,
+    /// Transparent mode with a policy and no SNI: the original destination, which each request's
+    /// Host must resolve to; the Host then names the request instead of `name`.
+    by_host: Option<IpAddr>,
     /// Where to connect (CONNECT host or original destination) and the port.
     host: String,
     port: u16,
-    accept_invalid: bool,
     listener: Arc<str>,
     client: SocketAddr,
     /// Set when upstream-first found the origin's certificate invalid: every request gets a 502.
@@ -174,6 +200,9 @@ struct Bumped {
 
 #[derive(Default)]
 struct Pool {
+    /// The name every pooled origin connection was verified for (and sent as SNI). Only a
+    /// connection named by each request's Host changes it; the pool is emptied when it does.
+    name: String,
     /// The connection upstream-first opened before the client's handshake.
     first: Option<OriginConn>,
     h2: Option<http2::SendRequest<Body>>,
@@ -201,23 +230,38 @@ impl Bumped {
         ctx
     }
 
-    async fn connect_origin(&self, alpn: Vec<Vec<u8>>) -> Result<OriginConn, ConnError> {
+    /// A TLS connection to the origin, verified for (and with SNI) `name`.
+    async fn connect_origin(
+        &self,
+        alpn: Vec<Vec<u8>>,
+        name: &str,
+    ) -> Result<OriginConn, ConnError> {
+        let accept_invalid = self.state.accepts_invalid(name);
         self.state
             .origin
             .connect(
                 &self.shared,
                 &self.host,
                 self.port,
-                &self.name,
+                name,
                 alpn,
-                self.accept_invalid,
+                accept_invalid,
             )
             .await
     }
 
-    /// A sender to the origin: a pooled one, or a new connection.
-    async fn acquire(&self) -> Result<Sender, ConnError> {
+    /// A sender to the origin verified for `name`: a pooled one, or a new connection.
+    async fn acquire(&self, name: &str) -> Result<Sender, ConnError> {
         let mut pool = self.pool.lock().await;
+        if pool.name != name {
+            // Another Host on a connection named by its requests: a connection verified for the
+            // previous name must not carry it. Bounded: at most one name's connections are kept.
+            pool.h2 = None;
+            pool.http1.clear();
+            pool.http1_only = false;
+            pool.first = None;
+            name.clone_into(&mut pool.name);
+        }
         if let Some(conn) = pool.first.take() {
             return self.start(conn, &mut pool).await;
         }
@@ -233,7 +277,7 @@ impl Bumped {
         } else {
             vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
         };
-        let conn = self.connect_origin(alpn).await?;
+        let conn = self.connect_origin(alpn, name).await?;
         self.start(conn, &mut pool).await
     }
 
@@ -269,9 +313,9 @@ impl Bumped {
         Ok(Sender::Http1(sender))
     }
 
-    async fn release(&self, sender: http1::SendRequest<Body>) {
+    async fn release(&self, sender: http1::SendRequest<Body>, name: &str) {
         let mut pool = self.pool.lock().await;
-        if pool.http1.len() < MAX_IDLE_HTTP1 {
+        if pool.name == name && pool.http1.len() < MAX_IDLE_HTTP1 {
             pool.http1.push(sender);
         }
     }
@@ -284,20 +328,27 @@ impl Bumped {
             return refuse(ctx, &self.shared, StatusCode::BAD_GATEWAY, e);
         }
         let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
+        let name: Cow<'_, str> = match self.by_host {
+            None => Cow::Borrowed(&self.name),
+            Some(dst) => match self.admit_host(&authority, dst).await {
+                Ok(host) => Cow::Owned(host),
+                Err(refusal) => return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal),
+            },
+        };
         let (mut parts, body) = req.into_parts();
         let target = origin_form(&parts.uri);
         let (method, headers) = (&parts.method, &mut parts.headers);
         let checked = self
             .state
-            .check_request(&self.name, self.port, method, &target, &authority, headers);
+            .check_request(&name, self.port, method, &target, &authority, headers);
         if let Err(refusal) = checked {
             return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal);
         }
         let req = Request::from_parts(parts, body);
         if is_upgrade(req.headers()) {
-            return self.upgrade(req, ctx).await;
+            return self.upgrade(req, ctx, &name).await;
         }
-        let sender = match self.acquire().await {
+        let sender = match self.acquire(&name).await {
             Ok(sender) => sender,
             Err(e) => return refuse(ctx, &self.shared, status_for(&e), e),
         };
@@ -347,7 +398,7 @@ impl Bumped {
                 let result = sender
                     .send_request(Request::from_parts(parts, body.boxed()))
                     .await;
-                self.release(sender).await;
+                self.release(sender, &name).await;
                 result
             }
         };
@@ -366,11 +417,45 @@ impl Bumped {
         }
     }
 
+    /// Transparent mode without SNI: the request's Host (`authority`) names the request only if
+    /// it resolves, within the connect timeout, to the original destination `dst` (else any Host
+    /// could be claimed for any address), and if the policy does not deny the connection for it.
+    /// The request rules are checked afterwards, with the Host as the connection's name.
+    async fn admit_host(&self, authority: &str, dst: IpAddr) -> Result<String, ConnError> {
+        let host = host_of(authority);
+        if host.is_empty() {
+            return Err(ConnError::PolicyVerdict {
+                reason: tlsgate_policy::DenyReason::MissingHost,
+                rule: None,
+            });
+        }
+        let mismatch = |why| ConnError::PolicyHostAddressMismatch { dst, why };
+        let resolving = self.shared.resolver.resolve(&host, self.port);
+        let addrs = match tokio::time::timeout(self.shared.timeouts.connect, resolving).await {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(_)) => return Err(mismatch("the name does not resolve")),
+            Err(_) => return Err(mismatch("resolving the name timed out")),
+        };
+        let dst = dst.to_canonical();
+        if !addrs.iter().any(|addr| addr.ip().to_canonical() == dst) {
+            return Err(mismatch("the name resolves to other addresses"));
+        }
+        match self.state.decide(&host, self.port)? {
+            InterceptAction::Deny => Err(ConnError::PolicyDenied),
+            InterceptAction::Bump | InterceptAction::Splice => Ok(host),
+        }
+    }
+
     /// WebSocket and other upgrades: a dedicated HTTP/1.1 origin connection, then both sides spliced.
-    async fn upgrade(&self, mut req: Request<Incoming>, mut ctx: ConnCtx) -> Response<Body> {
+    async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        mut ctx: ConnCtx,
+        name: &str,
+    ) -> Response<Body> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
-        let conn = match self.connect_origin(vec![ALPN_HTTP1.to_vec()]).await {
+        let conn = match self.connect_origin(vec![ALPN_HTTP1.to_vec()], name).await {
             Ok(conn) => conn,
             Err(e) => return refuse(ctx, &self.shared, status_for(&e), e),
         };

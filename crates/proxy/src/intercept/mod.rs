@@ -231,9 +231,12 @@ pub(crate) async fn handle_stream<S>(
         return ctx.finish(&shared, read, &Err(ConnError::ClientNoSni));
     };
     ctx.name = Some(name.clone());
-    let action = match target.decided {
-        Some(action) => Ok(action),
-        None => state.decide(&name, target.port),
+    let host_decides = host_decides(&state, &hello, &target);
+    let action = match (target.decided, host_decides) {
+        (Some(action), _) => Ok(action),
+        // Nothing names the connection yet: bump it, and let each request's Host decide.
+        (None, Some(_)) => Ok(InterceptAction::Bump),
+        (None, None) => state.decide(&name, target.port),
     };
     match action {
         Err(refusal) => {
@@ -269,9 +272,28 @@ pub(crate) async fn handle_stream<S>(
         Ok(InterceptAction::Bump) => {
             ctx.mode = Mode::Bump;
             let io = Prefixed::new(prefix.freeze(), io);
-            bump::serve(io, hello, name, target, ctx, state, shared).await;
+            let naming = match host_decides {
+                Some(dst) => bump::Naming::ByHost { dst },
+                None => bump::Naming::Fixed(name),
+            };
+            bump::serve(io, hello, naming, target, ctx, state, shared).await;
         }
     }
+}
+
+/// Transparent mode with a policy and a ClientHello without SNI: the original destination IP, which
+/// each request's Host must resolve to (the Host then decides as the connection's name). `None`
+/// everywhere else: the SNI (or CONNECT host) names the connection, exactly as before.
+fn host_decides(
+    state: &InterceptState,
+    hello: &tlsgate_wire::ClientHelloInfo,
+    target: &Target,
+) -> Option<IpAddr> {
+    let applies = state.config.mode == InterceptMode::Transparent
+        && state.config.policy.is_some()
+        && hello.sni.is_none()
+        && target.host.is_none();
+    target.ip.filter(|_| applies)
 }
 
 /// A stream that is not TLS: HTTP is served (and forwarded) when bumping, else spliced or denied.
