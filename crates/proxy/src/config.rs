@@ -18,6 +18,66 @@ pub struct Config {
     pub allow_destinations: Vec<IpNet>,
     /// A DNS server to resolve upstream names with instead of the system resolver.
     pub dns_server: Option<SocketAddr>,
+    /// The admin API and the flow ring.
+    pub visibility: Visibility,
+}
+
+/// Where flows and metrics can be read.
+#[derive(Debug, Clone, Default)]
+pub struct Visibility {
+    /// The admin API (`/flows`, `/metrics`, ...); `None`: no admin server.
+    pub admin: Option<AdminSettings>,
+    pub flows: FlowSettings,
+}
+
+/// The admin API's socket and credentials. Validation refuses a non-loopback address without a
+/// bearer token.
+#[derive(Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub bearer_token: Option<Arc<str>>,
+}
+
+impl AdminSettings {
+    /// Where `tlsgate observe` looks by default (Envoy's admin port; loopback only).
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        9901,
+    ));
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<elided>"),
+            )
+            .finish()
+    }
+}
+
+/// The flow ring behind `/flows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSettings {
+    pub ring_size: usize,
+}
+
+impl FlowSettings {
+    /// Recent records kept for `/flows`: at a few hundred bytes each, about 5 MiB.
+    pub const DEFAULT_RING_SIZE: usize = 10_000;
+    /// The largest ring accepted (about half a GiB of records).
+    pub const MAX_RING_SIZE: usize = 1_000_000;
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        Self {
+            ring_size: Self::DEFAULT_RING_SIZE,
+        }
+    }
 }
 
 /// One listening socket and its role.

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Limits, Timeouts};
 use crate::error::ConnError;
-use crate::flow::{FlowRecord, Flows, Mode, Role};
+use crate::flow::{FlowId, FlowRecord, Flows, Mode, Role, Verdict};
 use crate::io::Moved;
 use crate::upstream::{DestinationGuard, Resolver};
 
@@ -79,9 +79,29 @@ pub struct ConnCtx {
 pub struct HttpFacts {
     pub method: String,
     pub url: String,
+    /// `HTTP/1.1`, `HTTP/2`, ...
+    pub protocol: &'static str,
+    /// The first [`HttpFacts::MAX_HEADERS`] request headers, names lower-case, values cut at
+    /// [`HttpFacts::MAX_HEADER_VALUE`] bytes, sensitive ones (credentials, cookies) replaced by
+    /// [`HttpFacts::REDACTED`].
+    pub headers: Vec<(String, String)>,
 }
 
 impl HttpFacts {
+    /// Headers kept per request: enough to see what a client sent, bounded per record.
+    pub const MAX_HEADERS: usize = 32;
+    /// Bytes of a header value kept; longer values end with `...`.
+    pub const MAX_HEADER_VALUE: usize = 256;
+    /// What a sensitive header's value becomes.
+    pub const REDACTED: &'static str = "[REDACTED]";
+    /// Headers whose values are credentials.
+    pub const SENSITIVE: [&'static str; 4] = [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+    ];
+
     /// Facts of `req`, whose URL is built from `scheme`, the request authority (or `fallback_host`)
     /// and its origin-form target.
     pub fn of<B>(req: &http::Request<B>, scheme: &str, fallback_host: &str) -> Self {
@@ -93,7 +113,38 @@ impl HttpFacts {
                 "{scheme}://{host}{}",
                 crate::http_util::origin_form(req.uri())
             ),
+            protocol: protocol_name(req.version()),
+            headers: req
+                .headers()
+                .iter()
+                .take(Self::MAX_HEADERS)
+                .map(|(name, value)| (name.as_str().to_owned(), Self::kept_value(name, value)))
+                .collect(),
         }
+    }
+
+    fn kept_value(name: &http::HeaderName, value: &http::HeaderValue) -> String {
+        if Self::SENSITIVE.contains(&name.as_str()) {
+            return Self::REDACTED.to_owned();
+        }
+        let bytes = value.as_bytes();
+        let cut = &bytes[..bytes.len().min(Self::MAX_HEADER_VALUE)];
+        let mut text = String::from_utf8_lossy(cut).into_owned();
+        if cut.len() < bytes.len() {
+            text.push_str("...");
+        }
+        text
+    }
+}
+
+fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP",
     }
 }
 
@@ -115,8 +166,16 @@ impl ConnCtx {
     /// Writes the flow record for this context: the only place a connection's outcome is recorded.
     pub fn finish(self, shared: &Shared, moved: Moved, result: &Result<(), ConnError>) {
         let error = result.as_ref().err();
+        let rule = match error {
+            Some(ConnError::PolicyVerdict { rule, .. }) => rule.clone(),
+            _ => None,
+        };
         let record = FlowRecord {
             time: SystemTime::now(),
+            uuid: FlowId::random(),
+            request_uuid: FlowId::random(),
+            verdict: Verdict::of(error),
+            rule,
             listener: self.listener,
             role: self.role,
             mode: self.mode,

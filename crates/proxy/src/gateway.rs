@@ -12,9 +12,11 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::AdminState;
 use crate::config::{Config, Listener, ListenerKind, RelayUpstream};
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
+use crate::flow::ring::FlowRing;
 use crate::flow::{FlowRecord, Flows, Mode, Role};
 use crate::intercept::{self, InterceptState};
 use crate::io::Moved;
@@ -38,6 +40,12 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
+    #[error("admin.listen: binding {addr}")]
+    Admin {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     #[error("listeners[{index}] ({name}): preparing interception: {source}")]
     Intercept {
         index: usize,
@@ -54,7 +62,14 @@ pub struct Gateway {
     /// Per interception listener (by index): minting store, origin verifier.
     intercepts: HashMap<usize, Arc<InterceptState>>,
     flows: Flows,
+    /// Recent records for the admin API, and the bus receiver that will fill it (taken in `run`).
+    ring: Arc<FlowRing>,
+    ring_feed: broadcast::Receiver<Arc<FlowRecord>>,
+    admin: Option<TcpListener>,
 }
+
+/// The name the admin API's address is listed under in [`Gateway::local_addrs`].
+pub const ADMIN_ADDR_NAME: &str = "admin";
 
 impl Gateway {
     /// Binds every listener in `config`.
@@ -83,22 +98,73 @@ impl Gateway {
                     })?;
             sockets.push(socket);
         }
+        let admin =
+            match &config.visibility.admin {
+                Some(admin) => Some(TcpListener::bind(admin.listen).await.map_err(|source| {
+                    BindError::Admin {
+                        addr: admin.listen,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let flows = Flows::new(FLOW_BUS_CAPACITY);
         Ok(Self {
+            ring: Arc::new(FlowRing::new(config.visibility.flows.ring_size)),
+            ring_feed: flows.subscribe(),
             config,
             sockets,
             intercepts,
-            flows: Flows::new(FLOW_BUS_CAPACITY),
+            flows,
+            admin,
         })
     }
 
-    /// `(listener name, bound address)` for every listener, in config order.
+    /// `(listener name, bound address)` for every listener, in config order, then the admin API's
+    /// as [`ADMIN_ADDR_NAME`] when configured.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.config
+        let mut addrs: Vec<_> = self
+            .config
             .listeners
             .iter()
             .zip(&self.sockets)
             .filter_map(|(l, s)| Some((l.name.clone(), s.local_addr().ok()?)))
-            .collect()
+            .collect();
+        if let Some(addr) = self.admin_addr() {
+            addrs.push((ADMIN_ADDR_NAME.to_owned(), addr));
+        }
+        addrs
+    }
+
+    /// The admin API's bound address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// A summary of the listeners for `/config`: names, kinds and addresses, no secrets.
+    fn config_summary(&self) -> serde_json::Value {
+        let listeners: Vec<_> = self
+            .config
+            .listeners
+            .iter()
+            .zip(&self.sockets)
+            .map(|(l, s)| {
+                serde_json::json!({
+                    "name": l.name,
+                    "kind": kind_name(&l.kind),
+                    "listen": s.local_addr().map_or_else(|_| l.listen.to_string(), |a| a.to_string()),
+                })
+            })
+            .collect();
+        let visibility = &self.config.visibility;
+        serde_json::json!({
+            "listeners": listeners,
+            "flows": { "ring_size": visibility.flows.ring_size },
+            "admin": {
+                "listen": self.admin_addr().map(|a| a.to_string()),
+                "bearer_token": visibility.admin.as_ref().is_some_and(|a| a.bearer_token.is_some()),
+            },
+        })
     }
 
     /// The state of the interception listener named `name` (certificate store, counters).
@@ -114,6 +180,39 @@ impl Gateway {
 
     /// Serves until `shutdown` is cancelled, then lets in-flight work finish within the grace period.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Serves until the connections have drained (so a follower sees the last records).
+        let admin_stop = CancellationToken::new();
+        let _stop_admin = admin_stop.clone().drop_guard();
+        let config_summary = self.config_summary();
+        tokio::spawn(self.ring.clone().feed(
+            self.ring_feed,
+            self.flows.metrics().clone(),
+            admin_stop.clone(),
+        ));
+        if let Some(socket) = self.admin {
+            let state = Arc::new(AdminState {
+                flows: self.flows.clone(),
+                ring: self.ring.clone(),
+                config_summary,
+                intercepts: self
+                    .intercepts
+                    .iter()
+                    .filter_map(|(index, state)| {
+                        Some((
+                            self.config.listeners.get(*index)?.name.clone(),
+                            state.clone(),
+                        ))
+                    })
+                    .collect(),
+                bearer_token: self
+                    .config
+                    .visibility
+                    .admin
+                    .as_ref()
+                    .and_then(|a| a.bearer_token.clone()),
+            });
+            tokio::spawn(crate::admin::serve(socket, state, admin_stop.clone()));
+        }
         let shared = Arc::new(Shared {
             timeouts: self.config.timeouts,
             limits: self.config.limits,
@@ -218,6 +317,11 @@ struct ListenerTask {
 
 async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(task.shared.limits.max_connections));
+    let gauges = task
+        .shared
+        .flows
+        .metrics()
+        .listener(task.name.clone(), role_of(&task.listener.kind).as_str());
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
@@ -247,9 +351,10 @@ async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: Can
         };
         let _ = tcp.set_nodelay(true);
         let conn = task.clone();
+        let active = gauges.accept();
         task.shared.spawn(async move {
             conn.serve(tcp, client).await;
-            drop(permit);
+            drop((permit, active));
         });
     }
 }

@@ -147,6 +147,7 @@ pub fn config(listeners: Vec<Listener>) -> Config {
         // The origins live on loopback; everything else stays refused.
         allow_destinations: vec!["127.0.0.0/8".parse().unwrap()],
         dns_server: None,
+        visibility: Default::default(),
     }
 }
 

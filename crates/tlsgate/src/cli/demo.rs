@@ -269,6 +269,7 @@ fn config(listeners: Vec<Listener>) -> Config {
         // The demo's origins are on loopback, which the destination guard refuses by default.
         allow_destinations: vec![ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]))],
         dns_server: None,
+        visibility: Default::default(),
     }
 }
 

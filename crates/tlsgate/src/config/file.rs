@@ -23,6 +23,30 @@ pub struct FileConfig {
     pub timeouts: Option<Lenient<TimeoutsFile>>,
     #[serde(default)]
     pub limits: Option<Lenient<LimitsFile>>,
+    /// The admin API; absent: none.
+    #[serde(default)]
+    pub admin: Option<Lenient<AdminFile>>,
+    #[serde(default)]
+    pub flows: Option<Lenient<FlowsFile>>,
+}
+
+/// The admin API (`/flows`, `/metrics`, ...).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// `ip:port`; loopback unless `bearer_token_file` is set.
+    pub listen: String,
+    /// A file holding the token clients must send as `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// Absent keys take `tlsgate_proxy::config::FlowSettings::default()`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsFile {
+    #[serde(default)]
+    pub ring_size: Option<usize>,
 }
 
 /// A relay as seen from an edge.

@@ -109,6 +109,8 @@ pub fn default_intercept(listen: SocketAddr, ca_dir: &Path) -> Result<Config, Ve
         dns: None,
         timeouts: None,
         limits: None,
+        admin: None,
+        flows: None,
     };
     validate(file, Path::new("."))
 }

@@ -16,18 +16,19 @@ use tlsgate_ca::{CaError, CertAuthority};
 use tlsgate_policy::FqdnPattern;
 use tlsgate_policy::fqdn::normalize_name;
 use tlsgate_proxy::config::{
-    CertSettings, CertStrategy, Config, EdgeHttp, EdgeTls, InterceptAction, InterceptListener,
-    InterceptMode, InterceptRule, InterceptRules, Limits, Listener, ListenerKind, RelayListener,
-    RelayUpstream, Route, Routes, TargetHost, Timeouts, Transport, UpstreamTarget,
+    AdminSettings, CertSettings, CertStrategy, Config, EdgeHttp, EdgeTls, FlowSettings,
+    InterceptAction, InterceptListener, InterceptMode, InterceptRule, InterceptRules, Limits,
+    Listener, ListenerKind, RelayListener, RelayUpstream, Route, Routes, TargetHost, Timeouts,
+    Transport, UpstreamTarget, Visibility,
 };
 use tlsgate_proxy::intercept::InterceptState;
 use tlsgate_proxy::policy::PolicySlot;
 use tlsgate_proxy::tls::{self, Identity, TlsConfigError};
 
 use super::file::{
-    CertStrategyFile, CertsFile, DnsFile, FileConfig, InterceptActionFile, InterceptCaFile,
-    InterceptModeFile, InterceptRuleFile, LimitsFile, ListenerFile, ListenerKindFile, RelayFile,
-    RouteFile, ServerTlsFile, TimeoutsFile, TransportFile,
+    AdminFile, CertStrategyFile, CertsFile, DnsFile, FileConfig, FlowsFile, InterceptActionFile,
+    InterceptCaFile, InterceptModeFile, InterceptRuleFile, LimitsFile, ListenerFile,
+    ListenerKindFile, RelayFile, RouteFile, ServerTlsFile, TimeoutsFile, TransportFile,
 };
 use super::lenient::Lenient;
 use super::{ConfigError, join_path, pem};
@@ -54,6 +55,7 @@ pub fn validate(file: FileConfig, base_dir: &Path) -> Result<Config, Vec<ConfigE
     let dns_server = file.dns.and_then(|dns| v.dns(dns));
     let timeouts = v.timeouts(file.timeouts);
     let limits = v.limits(file.limits);
+    let visibility = v.visibility(file.admin, file.flows);
     if !v.errors.is_empty() {
         return Err(v.errors);
     }
@@ -63,6 +65,7 @@ pub fn validate(file: FileConfig, base_dir: &Path) -> Result<Config, Vec<ConfigE
         limits,
         allow_destinations,
         dns_server,
+        visibility,
     })
 }
 
@@ -134,6 +137,64 @@ impl Validator<'_> {
             return;
         }
         seen.insert(name.to_owned(), at.to_owned());
+    }
+
+    // ---- admin API and flows ----
+
+    fn visibility(
+        &mut self,
+        admin: Option<Lenient<AdminFile>>,
+        flows: Option<Lenient<FlowsFile>>,
+    ) -> Visibility {
+        let admin = admin
+            .and_then(|a| self.parsed("admin", a))
+            .and_then(|a| self.admin(&a));
+        let mut settings = FlowSettings::default();
+        if let Some(file) = flows.and_then(|f| self.parsed("flows", f)) {
+            match file.ring_size {
+                Some(n) if n == 0 || n > FlowSettings::MAX_RING_SIZE => self.error(
+                    "flows.ring_size",
+                    format!("must be between 1 and {}", FlowSettings::MAX_RING_SIZE),
+                ),
+                Some(n) => settings.ring_size = n,
+                None => {}
+            }
+        }
+        Visibility {
+            admin,
+            flows: settings,
+        }
+    }
+
+    fn admin(&mut self, file: &AdminFile) -> Option<AdminSettings> {
+        let listen = self.check(
+            "admin.listen",
+            file.listen
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("{:?} is not an ip:port address", file.listen)),
+        );
+        let token = match &file.bearer_token_file {
+            Some(path) => {
+                let result = read_token(path, &self.resolve(path));
+                Some(self.check("admin.bearer_token_file", result)?)
+            }
+            None => None,
+        };
+        let listen = listen?;
+        if token.is_none() && !listen.ip().is_loopback() {
+            self.error(
+                "admin.listen",
+                format!(
+                    "{listen} is not a loopback address; the admin API shows every flow, so \
+                     set admin.bearer_token_file to serve it beyond this machine"
+                ),
+            );
+            return None;
+        }
+        Some(AdminSettings {
+            listen,
+            bearer_token: token.map(Arc::from),
+        })
     }
 
     // ---- relays (edge side) ----
@@ -958,6 +1019,30 @@ fn parse_target(text: &str) -> Result<UpstreamTarget, String> {
 }
 
 /// A duration the way a config would say it: `7d`, `12h`, else humantime's `1h 30m`.
+/// The admin bearer token in `resolved` (shown as `shown`): one non-empty line, in a file no one
+/// else can read.
+fn read_token(shown: &Path, resolved: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(resolved).map_err(|e| format!("{}: {e}", shown.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: readable by others (mode {:o}); chmod 600 it",
+            shown.display(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let text =
+        std::fs::read_to_string(resolved).map_err(|e| format!("{}: {e}", shown.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(format!(
+            "{}: expected one token on one line",
+            shown.display()
+        ));
+    }
+    Ok(token.to_owned())
+}
+
 fn show_duration(d: Duration) -> String {
     const DAY: u64 = 24 * 3600;
     let secs = d.as_secs();
@@ -1084,6 +1169,49 @@ listeners:
 timeouts: {idle: 90s}
 limits: {max_connections: 10}
 "#;
+
+    #[test]
+    fn admin_is_off_by_default_loopback_without_a_token_and_flows_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_pki(dir.path());
+        let config = validate_yaml(GOOD, dir.path()).expect("valid config");
+        assert!(config.visibility.admin.is_none());
+        assert_eq!(
+            config.visibility.flows.ring_size,
+            FlowSettings::DEFAULT_RING_SIZE
+        );
+
+        let with_admin =
+            format!("{GOOD}admin: {{listen: 127.0.0.1:9901}}\nflows: {{ring_size: 50}}\n");
+        let config = validate_yaml(&with_admin, dir.path()).expect("valid config");
+        let admin = config.visibility.admin.expect("admin");
+        assert_eq!(admin.listen, AdminSettings::DEFAULT_LISTEN);
+        assert!(admin.bearer_token.is_none());
+        assert_eq!(config.visibility.flows.ring_size, 50);
+
+        let exposed = format!("{GOOD}admin: {{listen: 0.0.0.0:9901}}\nflows: {{ring_size: 0}}\n");
+        assert_eq!(
+            error_paths(validate_yaml(&exposed, dir.path())),
+            ["admin.listen", "flows.ring_size"]
+        );
+
+        let token = dir.path().join("admin.token");
+        write(&token, "s3cret\n", 0o644);
+        let open_token =
+            format!("{GOOD}admin: {{listen: 0.0.0.0:9901, bearer_token_file: admin.token}}\n");
+        assert_eq!(
+            error_paths(validate_yaml(&open_token, dir.path())),
+            ["admin.bearer_token_file"]
+        );
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let config = validate_yaml(&open_token, dir.path()).expect("a token allows any address");
+        let admin = config.visibility.admin.expect("admin");
+        assert_eq!(admin.bearer_token.as_deref(), Some("s3cret"));
+        assert!(
+            !format!("{admin:?}").contains("s3cret"),
+            "Debug elides the token"
+        );
+    }
 
     #[test]
     fn builds_runtime_config_with_documented_defaults() {
