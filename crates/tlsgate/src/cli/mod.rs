@@ -4,6 +4,7 @@
 mod ca;
 mod check;
 mod demo;
+mod observe;
 mod policy;
 mod run;
 
@@ -82,6 +83,8 @@ enum Command {
     /// Check a policy file (tlsgate's or Cilium's) and dry-run requests against it.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Show flows from a running tlsgate's admin API, like `hubble observe`.
+    Observe(observe::ObserveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Demo(DemoCommand::Tunnel) => demo::tunnel(),
         Command::Ca(command) => ca::run(command),
         Command::Policy(command) => policy::run(command),
+        Command::Observe(args) => observe::run(args),
     }
 }
 
