@@ -1,0 +1,430 @@
+//! Visibility through the admin API, in process: an explicit interceptor with an admin listener,
+//! real curl requests, then `/flows` (Hubble-shaped NDJSON, filters), `/metrics`, `/ready`,
+//! `/config`, `/certs` read over HTTP; and a follower that stops reading while 10,000 requests pass.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
+use serde_json::Value;
+use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
+use tlsgate_policy::FqdnPattern;
+use tlsgate_proxy::config::{
+    AdminSettings, CertSettings, CertStrategy, FlowSettings, InterceptAction, InterceptListener,
+    InterceptMode, InterceptRule, InterceptRules, Listener, ListenerKind,
+};
+use tlsgate_testkit::{TestCa, spawn_https_origin};
+use tokio::io::AsyncWriteExt;
+
+const DENIED: &str = "deny.example.test";
+const SPLICED: &str = "splice.example.test";
+
+struct Proxy {
+    running: Running,
+    admin: SocketAddr,
+    ca_pem: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// An explicit interceptor bumping everything but [`DENIED`] and [`SPLICED`], verifying origins with
+/// `origin_root`, with the admin API on an ephemeral loopback port.
+async fn start_proxy(origin_root: CertificateDer<'static>, ring_size: usize) -> Proxy {
+    let ca = CertAuthority::generate(&CaParams {
+        common_name: "tlsgate test interception CA".into(),
+        algorithm: Algorithm::EcdsaP256,
+        days: 30,
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = dir.path().join("interception-ca.pem");
+    std::fs::write(&ca_pem, ca.cert_pem()).unwrap();
+    let listener = InterceptListener {
+        mode: InterceptMode::Explicit,
+        rules: Arc::new(InterceptRules {
+            rules: vec![
+                InterceptRule {
+                    pattern: FqdnPattern::parse(DENIED).unwrap(),
+                    ports: Vec::new(),
+                    action: InterceptAction::Deny,
+                },
+                InterceptRule {
+                    pattern: FqdnPattern::parse(SPLICED).unwrap(),
+                    ports: Vec::new(),
+                    action: InterceptAction::Splice,
+                },
+            ],
+            default: InterceptAction::Bump,
+        }),
+        certs: Arc::new(CertSettings {
+            ca: Arc::new(ca),
+            strategy: CertStrategy::DownstreamFirst,
+            leaf_lifetime: CertSettings::DEFAULT_LEAF_LIFETIME,
+            cache_capacity: 100,
+            cache_ttl: Duration::from_secs(3600),
+        }),
+        upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[origin_root])).unwrap(),
+        policy: None,
+        danger_accept_invalid_upstream_certs: Vec::new(),
+    };
+    let mut config = config(vec![Listener {
+        name: "proxy".into(),
+        listen: any_port(),
+        kind: ListenerKind::Intercept(listener),
+    }]);
+    config.dns_server = Some(spawn_dns_loopback().await);
+    config.visibility.admin = Some(AdminSettings {
+        listen: any_port(),
+        bearer_token: None,
+    });
+    config.visibility.flows = FlowSettings { ring_size };
+    let running = start(config).await;
+    let admin = running.addr(tlsgate_proxy::gateway::ADMIN_ADDR_NAME);
+    Proxy {
+        running,
+        admin,
+        ca_pem,
+        _dir: dir,
+    }
+}
+
+async fn curl(args: Vec<String>) -> (Option<i32>, String, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(&args)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("curl runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `GET path` on the admin API: (status, body).
+async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", admin.to_string())
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("admin answers in time")
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn lines(body: &str) -> Vec<Value> {
+    body.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| v["flow"].clone())
+        .collect()
+}
+
+/// The value of the sample `series` (name and labels exactly as written) in a metrics page.
+fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until `/flows?{query}` returns at least `n` lines.
+async fn flows_at_least(admin: SocketAddr, query: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = admin_get(admin, &format!("/flows?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        let flows = lines(&body);
+        if flows.len() >= n || Instant::now() > deadline {
+            return flows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_and_metrics_describe_bumped_and_refused_requests() {
+    let public = TestCa::new("public test CA");
+    let origin = spawn_https_origin("www", &public.issue(&["www.example.test", SPLICED])).await;
+    let proxy = start_proxy(public.cert_der(), 1000).await;
+    let public_pem = public.write_cert_pem(&proxy._dir.path().join("public.pem"));
+    let proxy_url = format!("http://{}", proxy.running.addr("proxy"));
+    let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+    let url = format!("https://www.example.test:{}/page?q=1", origin.addr.port());
+
+    assert_eq!(
+        admin_get(proxy.admin, "/ready").await,
+        (200, "ready\n".into())
+    );
+    let (code, out, err) = curl(
+        [
+            "-x",
+            &proxy_url,
+            "--cacert",
+            &ca,
+            "-H",
+            "Authorization: Bearer s3cret",
+            &url,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out} {err}");
+    let denied_url = format!("http://{DENIED}/cucumber");
+    let (code, out, _) = curl(
+        ["-x", &proxy_url, "-w", "\n%{http_code}", &denied_url]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    assert!(out.ends_with("\n403"), "{out}");
+    let spliced_url = format!("https://{SPLICED}:{}/", origin.addr.port());
+    let public_pem = public_pem.to_str().unwrap().to_owned();
+    let (code, out, err) = curl(
+        ["-x", &proxy_url, "--cacert", &public_pem, &spliced_url]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out} {err}");
+
+    // Bumped request: REQUEST + RESPONSE; the bumped connection: one L3_L4 flow; denied: 2 more.
+    let flows = flows_at_least(proxy.admin, "", 5).await;
+    let bumped: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["l7"]["http"]["url"] == url.as_str())
+        .collect();
+    assert_eq!(bumped.len(), 2, "{flows:#?}");
+    assert_eq!(bumped[0]["l7"]["type"], "REQUEST");
+    assert_eq!(bumped[1]["l7"]["type"], "RESPONSE");
+    let response = bumped[1];
+    assert_eq!(response["Type"], "L7");
+    assert_eq!(response["verdict"], "FORWARDED");
+    assert_eq!(response["l7"]["http"]["code"], 200);
+    assert_eq!(response["l7"]["http"]["method"], "GET");
+    // curl negotiates HTTP/2 with the bumping proxy.
+    assert_eq!(response["l7"]["http"]["protocol"], "HTTP/2");
+    assert!(response["l7"]["latency_ns"].as_u64().unwrap() > 0);
+    assert_eq!(response["destination_names"][0], "www.example.test");
+    assert_eq!(response["IP"]["source"], "127.0.0.1");
+    assert_eq!(response["tlsgate"]["mode"], "bump");
+    let headers = response["l7"]["http"]["headers"].as_array().unwrap();
+    let auth = headers
+        .iter()
+        .find(|h| h["key"] == "authorization")
+        .unwrap();
+    assert_eq!(auth["value"], "[REDACTED]");
+    assert!(!response.to_string().contains("s3cret"));
+    // The spliced connection: one L3_L4 flow with the name, the upstream port and the bytes.
+    let connection = flows
+        .iter()
+        .find(|f| f["Type"] == "L3_L4")
+        .unwrap_or_else(|| panic!("the spliced connection's flow: {flows:#?}"));
+    assert_eq!(connection["verdict"], "FORWARDED");
+    assert_eq!(connection["tlsgate"]["mode"], "splice");
+    assert_eq!(connection["tlsgate"]["sni"], SPLICED);
+    assert_eq!(connection["destination_names"][0], SPLICED);
+    assert_eq!(
+        connection["l4"]["TCP"]["destination_port"],
+        origin.addr.port()
+    );
+    assert!(connection.get("l7").is_none());
+    assert!(connection["tlsgate"]["bytes_in"].as_u64().unwrap() > 0);
+    assert!(connection["tlsgate"]["bytes_out"].as_u64().unwrap() > 0);
+
+    // Filters: only the refused exchange is 4xx / DROPPED / for the denied host.
+    for query in [
+        "http_status=4%2B",
+        "http_status=403",
+        "verdict=DROPPED",
+        "host=deny.example.test",
+    ] {
+        let only = flows_at_least(proxy.admin, query, 2).await;
+        assert_eq!(only.len(), 2, "{query}: {only:#?}");
+        for f in &only {
+            assert_eq!(f["verdict"], "DROPPED", "{query}");
+            assert_eq!(f["drop_reason_desc"], "DENIED");
+            assert_eq!(f["tlsgate"]["reason"], "denied");
+            assert_eq!(f["l7"]["http"]["url"], denied_url.as_str());
+        }
+        assert_eq!(only[1]["l7"]["http"]["code"], 403);
+    }
+    let last = flows_at_least(proxy.admin, "last=1", 1).await;
+    assert_eq!(last.len(), 1, "the newest record is the spliced connection");
+    assert_eq!(last[0]["Type"], "L3_L4");
+    let last_denied = flows_at_least(proxy.admin, "last=1&verdict=DROPPED", 2).await;
+    assert_eq!(
+        last_denied.len(),
+        2,
+        "one exchange is two flows: {last_denied:#?}"
+    );
+    assert_eq!(admin_get(proxy.admin, "/flows?bogus=1").await.0, 400);
+
+    let (status, metrics) = admin_get(proxy.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let forwarded_2xx = "tlsgate_http_requests_total{role=\"intercept\",verdict=\"FORWARDED\",status_class=\"2xx\"}";
+    let dropped_4xx =
+        "tlsgate_http_requests_total{role=\"intercept\",verdict=\"DROPPED\",status_class=\"4xx\"}";
+    assert_eq!(sample(&metrics, forwarded_2xx), Some(1), "{metrics}");
+    assert_eq!(sample(&metrics, dropped_4xx), Some(1), "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "tlsgate_flows_total{role=\"intercept\",mode=\"deny\",verdict=\"DROPPED\",reason=\"denied\"}"
+        ),
+        Some(1)
+    );
+    let accepted = "tlsgate_connections_accepted_total{listener=\"proxy\",role=\"intercept\"}";
+    assert_eq!(sample(&metrics, accepted), Some(3), "{metrics}");
+    assert!(sample(&metrics, "tlsgate_cert_mints_total{listener=\"proxy\"}").unwrap() >= 1);
+    assert!(sample(&metrics, "tlsgate_bytes_total{direction=\"from_client\"}").unwrap() > 0);
+    // Every sample belongs to a family announced with HELP and TYPE.
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "{line}");
+    }
+
+    // Counters move with traffic.
+    curl(["-x", &proxy_url, &denied_url].map(String::from).to_vec()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = admin_get(proxy.admin, "/metrics").await.1;
+        if sample(&metrics, dropped_4xx) == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (_, config) = admin_get(proxy.admin, "/config").await;
+    let config: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["listeners"][0]["name"], "proxy");
+    assert_eq!(config["listeners"][0]["kind"], "intercept");
+    assert_eq!(config["flows"]["ring_size"], 1000);
+    let (_, certs) = admin_get(proxy.admin, "/certs").await;
+    let certs: Value = serde_json::from_str(&certs).unwrap();
+    assert_eq!(certs["listeners"][0]["listener"], "proxy");
+    assert!(certs["listeners"][0]["minted"].as_u64().unwrap() >= 1);
+    proxy.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sees_new_flows_and_a_stuck_one_does_not_stall_traffic() {
+    const REQUESTS: usize = 10_000;
+    const RING: usize = 500;
+    let public = TestCa::new("public test CA");
+    let proxy = start_proxy(public.cert_der(), RING).await;
+
+    // A live follower sees a new request.
+    let tcp = tokio::net::TcpStream::connect(proxy.admin).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/flows?follow=1&last=0&verdict=DROPPED")
+        .header("host", "admin")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let mut live = sender.send_request(req).await.unwrap().into_body();
+
+    // A stuck follower: asks to follow, then never reads (with a tiny receive buffer).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(proxy.admin).await.unwrap();
+    stuck
+        .write_all(b"GET /flows?follow=1 HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .await
+        .unwrap();
+
+    let proxy_addr = proxy.running.addr("proxy");
+    let connect = || async move {
+        let tcp = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
+        let (client, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    };
+    let mut client = connect().await;
+    let started = Instant::now();
+    let mut seen_live = false;
+    for i in 0..REQUESTS {
+        // The proxy may close a connection after a refusal: then open another.
+        if client.ready().await.is_err() {
+            client = connect().await;
+        }
+        let req = http::Request::get(format!("http://{DENIED}/{i}"))
+            .header("host", DENIED)
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.send_request(req))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} stalled"))
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+        resp.into_body().collect().await.unwrap();
+        if i == 0 {
+            let frame = tokio::time::timeout(Duration::from_secs(1), live.frame())
+                .await
+                .expect("the follower sees the first request within 1 s")
+                .unwrap()
+                .unwrap();
+            let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+            assert!(text.contains(&format!("http://{DENIED}/0")), "{text}");
+            seen_live = true;
+            // From here on the live follower stops reading too.
+        }
+    }
+    assert!(seen_live);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "{REQUESTS} requests took {elapsed:?}"
+    );
+
+    // The ring stayed bounded.
+    let flows = flows_at_least(proxy.admin, "", 2 * RING).await;
+    assert_eq!(flows.len(), 2 * RING, "each record is two flows");
+    // The live follower, reading again, is told how many records it missed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lost_line = loop {
+        let frame = tokio::time::timeout_at(deadline.into(), live.frame())
+            .await
+            .expect("a lost notice within 20 s")
+            .expect("the stream stays open")
+            .unwrap();
+        let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+        if let Some(line) = text.lines().find(|l| l.starts_with("{\"lost\":")) {
+            break line.to_owned();
+        }
+    };
+    let told: Value = serde_json::from_str(&lost_line).unwrap();
+    assert!(told["lost"].as_u64().unwrap() > 0, "{lost_line}");
+    let metrics = admin_get(proxy.admin, "/metrics").await.1;
+    let lost = sample(&metrics, "tlsgate_flow_records_lost_total").unwrap();
+    assert!(lost > 0, "stuck followers must lose records: {metrics}");
+    let dropped_4xx =
+        "tlsgate_http_requests_total{role=\"intercept\",verdict=\"DROPPED\",status_class=\"4xx\"}";
+    assert_eq!(sample(&metrics, dropped_4xx), Some(REQUESTS as u64));
+    drop(stuck);
+    proxy.running.stop().await;
+}
