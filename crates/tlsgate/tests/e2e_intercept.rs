@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tlsgate_testkit::{
@@ -37,6 +38,26 @@ const WWW_NAME: &str = "www.example.test";
 const SPLICE_NAME: &str = "splice.example.test";
 /// `action: deny`.
 const DENIED_NAME: &str = "denied.example.test";
+
+/// The blog's host, served by a local nginx (never the real site).
+const FACEBOOK_NAME: &str = "www.facebook.com";
+/// Resolves, in the gateway only, to [`ELSEWHERE_IP`]: not the origin.
+const ELSEWHERE_NAME: &str = "elsewhere.example.test";
+const ELSEWHERE_IP: &str = "192.0.2.77";
+/// The blog's policies, used unchanged: GET to www.facebook.com:443, then only
+/// `GET /cucumber` with `dada: dada`.
+const BLOG_POLICY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../policy/testdata/blog-facebook-tls.yaml"
+);
+const BLOG_POLICY_CUCUMBER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../policy/testdata/blog-facebook-tls-cucumber.yaml"
+);
+/// The policy file tlsgate watches, in its gateway dir.
+const POLICY_FILE: &str = "facebook-tls.yaml";
+/// How long a replaced policy file may take to be in force.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the REDIRECT rule sends the client's port-443 traffic.
 const INTERCEPT_PORT: u16 = 15001;
@@ -87,7 +108,8 @@ struct Topology {
 }
 
 impl Topology {
-    fn build() -> Topology {
+    /// The three namespaces; the client resolves every name in `origin_names` to the origin.
+    fn build(origin_names: &[&str]) -> Topology {
         let prefix = unique_prefix();
         let ns = |role: &str| {
             NetNs::new(&format!("{prefix}{role}"))
@@ -126,13 +148,8 @@ impl Topology {
         topo.origin
             .run(&["ip", "route", "add", "default", "via", GATEWAY_ORIGIN_IP])
             .expect("origin route back");
-        topo.client
-            .set_hosts(&[
-                (ORIGIN_IP, WWW_NAME),
-                (ORIGIN_IP, SPLICE_NAME),
-                (ORIGIN_IP, DENIED_NAME),
-            ])
-            .expect("client hosts file");
+        let hosts: Vec<(&str, &str)> = origin_names.iter().map(|n| (ORIGIN_IP, *n)).collect();
+        topo.client.set_hosts(&hosts).expect("client hosts file");
         topo
     }
 
@@ -189,9 +206,10 @@ impl Topology {
     }
 }
 
-/// Writes the nginx config under `dir` and starts nginx (one process) in `ns`: three HTTPS
-/// server names on :443, and www once more on the non-redirected port.
-fn start_nginx(ns: &NetNs, dir: &Path, leaves: &[(&str, &Leaf)]) -> ChildGuard {
+/// Writes the nginx config under `dir` and starts nginx (one process) in `ns`: one HTTPS server
+/// per leaf on :443 (each with `locations` besides `/`), the first once more on the
+/// non-redirected port.
+fn start_nginx(ns: &NetNs, dir: &Path, leaves: &[(&str, &Leaf)], locations: &str) -> ChildGuard {
     for sub in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         std::fs::create_dir_all(dir.join(sub)).expect("nginx temp dirs");
     }
@@ -213,6 +231,7 @@ fn start_nginx(ns: &NetNs, dir: &Path, leaves: &[(&str, &Leaf)]) -> ChildGuard {
         ssl_certificate {cert};
         ssl_certificate_key {key};
         location / {{ return 200 "nginx {label} host=$host\n"; }}
+{locations}
     }}
 "#,
             cert = cert.display(),
@@ -263,7 +282,7 @@ http {{
 }
 
 /// The transparent intercept listener: bump by default, splice and deny by name.
-fn tlsgate_config(ca_dir: &Path, upstream_ca: &Path) -> String {
+fn tlsgate_config(ca_dir: &Path, upstream_ca: &Path, _gate_dir: &Path) -> String {
     format!(
         r#"listeners:
   - name: transparent
@@ -284,6 +303,27 @@ timeouts:
 "#,
         ca_dir = ca_dir.display(),
         upstream_ca = upstream_ca.display(),
+    )
+}
+
+/// The transparent intercept listener deciding by the policy file in the gateway dir.
+fn blog_config(ca_dir: &Path, upstream_ca: &Path, gate_dir: &Path) -> String {
+    format!(
+        r#"listeners:
+  - name: transparent
+    kind: intercept
+    listen: 0.0.0.0:{INTERCEPT_PORT}
+    mode: transparent
+    ca:
+      dir: {ca_dir}
+    upstream_ca: {upstream_ca}
+    policy: {policy}
+timeouts:
+  shutdown_grace: 1s
+"#,
+        ca_dir = ca_dir.display(),
+        upstream_ca = upstream_ca.display(),
+        policy = gate_dir.join(POLICY_FILE).display(),
     )
 }
 
@@ -361,35 +401,57 @@ struct World {
     intercept_ca_pem: PathBuf,
     /// Both CAs: a client trusting this accepts a bumped and a spliced connection alike.
     both_ca_pem: PathBuf,
-    www_sha256: [u8; 32],
-    splice_sha256: [u8; 32],
+    /// Each origin name's own leaf (SHA-256 of its DER), as nginx serves it.
+    origin_sha256: Vec<(String, [u8; 32])>,
     nginx_dir: PathBuf,
+    /// tlsgate's config directory (its config, CA and any policy file live here).
+    gate_dir: PathBuf,
     dir: TempDir,
 }
 
+/// What one test runs: the origin's names, their extra nginx locations, the gateway's own
+/// name resolution, and tlsgate's config.
+struct Scenario<'a> {
+    /// Server names nginx serves on :443 with a leaf from the public CA; the client resolves
+    /// each to the origin. The first is also served on the non-redirected port.
+    origin_names: &'a [&'a str],
+    /// nginx `location` blocks added to every server besides `/`.
+    locations: &'a str,
+    /// `/etc/netns/<gateway>/hosts` (tlsgate resolves with it); empty: none written.
+    gateway_hosts: &'a [(&'a str, &'a str)],
+    /// Files copied into the gateway dir before tlsgate starts: (file name, source).
+    gateway_files: &'a [(&'a str, &'a str)],
+    /// tlsgate's config from (interception CA dir, upstream CA bundle, gateway dir).
+    config: fn(&Path, &Path, &Path) -> String,
+}
+
 impl World {
-    fn start() -> World {
-        let topo = Topology::build();
+    fn start(scenario: &Scenario<'_>) -> World {
+        let topo = Topology::build(scenario.origin_names);
+        if !scenario.gateway_hosts.is_empty() {
+            topo.gateway
+                .set_hosts(scenario.gateway_hosts)
+                .expect("gateway hosts file");
+        }
         let dir = tlsgate_testkit::temp_dir("tlsgate-e2e-intercept-");
         let nginx_dir = dir.path().join("origin");
         let gate_dir = dir.path().join("gateway");
         std::fs::create_dir_all(&nginx_dir).expect("origin dir");
         std::fs::create_dir_all(&gate_dir).expect("gateway dir");
+        for (name, source) in scenario.gateway_files {
+            std::fs::copy(source, gate_dir.join(name))
+                .unwrap_or_else(|e| panic!("copying {source} to the gateway dir: {e}"));
+        }
 
         let public_ca = TestCa::new("e2e public CA");
         let public_ca_pem = public_ca.write_cert_pem(&dir.path().join("public-ca.pem"));
-        let www = public_ca.issue(&[WWW_NAME]);
-        let splice = public_ca.issue(&[SPLICE_NAME]);
-        let denied = public_ca.issue(&[DENIED_NAME]);
-        let mut nginx = start_nginx(
-            &topo.origin,
-            &nginx_dir,
-            &[
-                (WWW_NAME, &www),
-                (SPLICE_NAME, &splice),
-                (DENIED_NAME, &denied),
-            ],
-        );
+        let leaves: Vec<(&str, Leaf)> = scenario
+            .origin_names
+            .iter()
+            .map(|name| (*name, public_ca.issue(&[name])))
+            .collect();
+        let leaf_refs: Vec<(&str, &Leaf)> = leaves.iter().map(|(n, l)| (*n, l)).collect();
+        let mut nginx = start_nginx(&topo.origin, &nginx_dir, &leaf_refs, scenario.locations);
         wait_listening(
             &topo.origin,
             &[
@@ -426,7 +488,7 @@ impl World {
         let (mut tlsgate, tlsgate_log) = start_tlsgate(
             &topo.gateway,
             &gate_dir,
-            &tlsgate_config(&ca_dir, &public_ca_pem),
+            &(scenario.config)(&ca_dir, &public_ca_pem, &gate_dir),
         );
         wait_listening(
             &topo.gateway,
@@ -444,11 +506,23 @@ impl World {
             public_ca_pem,
             intercept_ca_pem,
             both_ca_pem,
-            www_sha256: www.sha256_fingerprint(),
-            splice_sha256: splice.sha256_fingerprint(),
+            origin_sha256: leaves
+                .iter()
+                .map(|(name, leaf)| ((*name).to_owned(), leaf.sha256_fingerprint()))
+                .collect(),
             nginx_dir,
+            gate_dir,
             dir,
         }
+    }
+
+    /// The SHA-256 of the leaf nginx serves for `name`.
+    fn origin_sha256(&self, name: &str) -> [u8; 32] {
+        self.origin_sha256
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, sha)| *sha)
+            .unwrap_or_else(|| panic!("no origin leaf for {name}"))
     }
 
     fn log_text(&self) -> String {
@@ -503,11 +577,26 @@ impl World {
     /// `%{http_code}\n%{http_version}\n%{certs}` on stdout.
     fn fetch(&self, name: &str, port: Option<u16>, ca: &Path, extra: &[&str]) -> Fetch {
         let port_part = port.map(|p| format!(":{p}")).unwrap_or_default();
-        let label = format!("{name}{port_part}{}", extra.join(""));
-        let body_path = self.dir.path().join(format!("body-{label}"));
+        self.fetch_url(&format!("https://{name}{port_part}/"), ca, extra)
+    }
+
+    /// `GET url` trusting `ca`, like [`World::fetch`].
+    fn fetch_url(&self, url: &str, ca: &Path, extra: &[&str]) -> Fetch {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let label: String = format!("{url}{}", extra.join(""))
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let body_path = self.dir.path().join(format!("body-{n}-{label}"));
         let body_arg = body_path.display().to_string();
         let ca_arg = ca.display().to_string();
-        let url = format!("https://{name}{port_part}/");
         let mut args = vec![
             "--cacert",
             &ca_arg,
@@ -517,7 +606,7 @@ impl World {
             "%{http_code}\n%{http_version}\n%{certs}",
         ];
         args.extend_from_slice(extra);
-        args.push(&url);
+        args.push(url);
         let curl = self.curl(&args);
         let body = std::fs::read_to_string(&body_path).unwrap_or_default();
         let mut lines = curl.stdout.lines();
@@ -644,7 +733,13 @@ fn transparent_gateway_bumps_splices_and_denies_with_no_client_proxy_setting() {
         return;
     }
     let started = Instant::now();
-    let mut world = World::start();
+    let mut world = World::start(&Scenario {
+        origin_names: &[WWW_NAME, SPLICE_NAME, DENIED_NAME],
+        locations: "",
+        gateway_hosts: &[],
+        gateway_files: &[],
+        config: tlsgate_config,
+    });
     eprintln!(
         "namespaces, nginx, tlsgate and the REDIRECT rule up in {:?}",
         started.elapsed()
@@ -663,7 +758,10 @@ fn transparent_gateway_bumps_splices_and_denies_with_no_client_proxy_setting() {
         world.logs()
     );
     assert_eq!(direct.body, format!("nginx www host={WWW_NAME}\n"));
-    assert_eq!(hex(&sha256(direct.leaf())), hex(&world.www_sha256));
+    assert_eq!(
+        hex(&sha256(direct.leaf())),
+        hex(&world.origin_sha256(WWW_NAME))
+    );
     assert_eq!(
         world.topo.redirected_connections(),
         0,
@@ -673,7 +771,7 @@ fn transparent_gateway_bumps_splices_and_denies_with_no_client_proxy_setting() {
         "(0) control https://{WWW_NAME}:{DIRECT_PORT}/ (not redirected): exit 0, body {:?}, \
          leaf sha256 {} = origin's",
         direct.body,
-        hex(&world.www_sha256)
+        hex(&world.origin_sha256(WWW_NAME))
     );
 
     // (1) Port 443 is intercepted: a client that trusts neither the interception CA (system
@@ -723,7 +821,7 @@ fn transparent_gateway_bumps_splices_and_denies_with_no_client_proxy_setting() {
     let minted = bumped.leaf().to_vec();
     assert_ne!(
         hex(&sha256(&minted)),
-        hex(&world.www_sha256),
+        hex(&world.origin_sha256(WWW_NAME)),
         "a bumped connection must not show the origin's certificate"
     );
     let ca_text = std::fs::read_to_string(&intercept_ca).expect("interception CA pem");
@@ -754,7 +852,7 @@ fn transparent_gateway_bumps_splices_and_denies_with_no_client_proxy_setting() {
         bumped.http_version,
         bumped.body,
         hex(&sha256(&minted)),
-        hex(&world.www_sha256)
+        hex(&world.origin_sha256(WWW_NAME))
     );
 
     // (3) Both HTTP versions through the bump.
@@ -792,7 +890,7 @@ fn transparent_gateway_bumps_splices_and_denies_with_no_client_proxy_setting() {
     assert_eq!(spliced.body, format!("nginx splice host={SPLICE_NAME}\n"));
     assert_eq!(
         hex(&sha256(spliced.leaf())),
-        hex(&world.splice_sha256),
+        hex(&world.origin_sha256(SPLICE_NAME)),
         "a spliced connection must show the origin's own certificate"
     );
     let splice_flow = world.wait_for_log_line("the spliced request", |l| {
@@ -850,4 +948,287 @@ fn transparent_gateway_bumps_splices_and_denies_with_no_client_proxy_setting() {
          test took {:?}",
         started.elapsed()
     );
+}
+
+/// Issue 4's blog sequence with no client proxy setting: tlsgate transparent, deciding by the
+/// blog's Cilium policies (copied unchanged, then replaced while running), plus the no-SNI rule:
+/// a client that sends no SNI (an IP URL) is decided by its Host, which must resolve to the
+/// address it was connecting to.
+#[test]
+fn transparent_gateway_enforces_the_blog_policy_and_decides_no_sni_requests_by_host() {
+    if !preflight() {
+        return;
+    }
+    let started = Instant::now();
+    let mut world = World::start(&Scenario {
+        origin_names: &[FACEBOOK_NAME, WWW_NAME],
+        locations: "        location /cucumber { return 404 \"nginx cucumber host=$host\\n\"; }\n",
+        gateway_hosts: &[
+            (ORIGIN_IP, FACEBOOK_NAME),
+            (ORIGIN_IP, WWW_NAME),
+            (ELSEWHERE_IP, ELSEWHERE_NAME),
+        ],
+        gateway_files: &[(POLICY_FILE, BLOG_POLICY)],
+        config: blog_config,
+    });
+    eprintln!(
+        "namespaces, nginx, tlsgate (policy {POLICY_FILE} = blog-facebook-tls.yaml) and the \
+         REDIRECT rule up in {:?}",
+        started.elapsed()
+    );
+    let facts = world.dir.path().join("facts");
+    std::fs::create_dir_all(&facts).expect("facts dir");
+    let ca = world.intercept_ca_pem.clone();
+    let facebook_body = format!("nginx www host={FACEBOOK_NAME}\n");
+    let ip_url = format!("https://{ORIGIN_IP}/");
+    let host_facebook = format!("Host: {FACEBOOK_NAME}");
+
+    // (1) The blog's first policy allows GET to www.facebook.com:443: nginx answers through a
+    // bump (the client sees a minted leaf, not the origin's).
+    let page = world.fetch(FACEBOOK_NAME, None, &ca, &[]);
+    assert_eq!(
+        (page.curl.code, page.status.as_str(), page.body.as_str()),
+        (0, "200", facebook_body.as_str()),
+        "{}\n{}",
+        page.curl.describe(),
+        world.logs()
+    );
+    assert_ne!(
+        hex(&sha256(page.leaf())),
+        hex(&world.origin_sha256(FACEBOOK_NAME)),
+        "a bumped connection must not show the origin's certificate"
+    );
+    let flow = world.wait_for_log_line("the allowed facebook request", |l| {
+        l.contains("served")
+            && l.contains(&format!("name=\"{FACEBOOK_NAME}\""))
+            && l.contains("mode=\"bump\"")
+    });
+    eprintln!(
+        "(1) https://{FACEBOOK_NAME}/: exit 0, status 200, body {:?}; flow: {flow}",
+        page.body
+    );
+
+    // (2) No SNI (an IP URL) with Host www.facebook.com: the leaf is minted for the IP, the Host
+    // resolves (in the gateway) to the original destination, so it decides: allowed, and the
+    // origin is reached with the Host as SNI.
+    let no_sni = world.fetch_url(&ip_url, &ca, &["-H", &host_facebook]);
+    assert_eq!(
+        (
+            no_sni.curl.code,
+            no_sni.status.as_str(),
+            no_sni.body.as_str()
+        ),
+        (0, "200", facebook_body.as_str()),
+        "{}\n{}",
+        no_sni.curl.describe(),
+        world.logs()
+    );
+    let leaf_facts = openssl_x509(
+        &facts,
+        "minted-ip",
+        &no_sni.curl.stdout,
+        &["-ext", "subjectAltName"],
+    );
+    let sans = san_entries(&leaf_facts);
+    assert_eq!(
+        sans,
+        vec![format!("IP Address:{ORIGIN_IP}")],
+        "{leaf_facts}"
+    );
+    let via_gateway = format!("{GATEWAY_ORIGIN_IP} sni={FACEBOOK_NAME} host={FACEBOOK_NAME} 200");
+    let access = world.access_log();
+    assert_eq!(
+        access.lines().filter(|l| *l == via_gateway).count(),
+        2,
+        "both allowed requests reach nginx from tlsgate with SNI = Host:\n{access}"
+    );
+    eprintln!(
+        "(2) {ip_url} -H '{host_facebook}' (no SNI): exit 0, status 200, body {:?}, minted SAN \
+         {sans:?}; nginx saw {via_gateway:?}",
+        no_sni.body
+    );
+
+    // (3) No SNI, and a Host that resolves elsewhere: claiming an allowed-looking name for
+    // another address is refused before any rule, and nginx never sees it.
+    let host_elsewhere = format!("Host: {ELSEWHERE_NAME}");
+    let elsewhere = world.fetch_url(&ip_url, &ca, &["-H", &host_elsewhere]);
+    assert_eq!(
+        (elsewhere.curl.code, elsewhere.status.as_str()),
+        (0, "403"),
+        "{}\n{}",
+        elsewhere.curl.describe(),
+        world.logs()
+    );
+    assert!(
+        elsewhere.body.contains("host_address_mismatch"),
+        "403 body: {:?}",
+        elsewhere.body
+    );
+    let mismatch = world.wait_for_log_line("the host_address_mismatch refusal", |l| {
+        l.contains("reason=\"host_address_mismatch\"") && l.contains(ELSEWHERE_NAME)
+    });
+    eprintln!(
+        "(3) {ip_url} -H '{host_elsewhere}' ({ELSEWHERE_NAME} -> {ELSEWHERE_IP} in the gateway): \
+         exit 0, status 403, body {:?}; log: {mismatch}",
+        elsewhere.body
+    );
+
+    // (4) No SNI, and a Host that does resolve to the origin but no rule selects: the Host
+    // decides at connection level too (no_rule, as its SNI would have).
+    let host_other = format!("Host: {WWW_NAME}");
+    let other_no_sni = world.fetch_url(&ip_url, &ca, &["-H", &host_other]);
+    assert_eq!(
+        (other_no_sni.curl.code, other_no_sni.status.as_str()),
+        (0, "403"),
+        "{}\n{}",
+        other_no_sni.curl.describe(),
+        world.logs()
+    );
+    let other_line = world.wait_for_log_line("the no-SNI no_rule refusal", |l| {
+        l.contains("reason=\"no_rule\"") && l.contains(&format!("url=\"https://{WWW_NAME}/\""))
+    });
+    eprintln!(
+        "(4) {ip_url} -H '{host_other}' (resolves to the origin, no rule): status 403; log: \
+         {other_line}"
+    );
+
+    // (5) A host not in the policy, with its SNI: refused at connection level (TLS alert).
+    let refused = world.fetch(WWW_NAME, None, &ca, &[]);
+    assert!(
+        refused.curl.code != 0 && refused.curl.code != CURL_TIMED_OUT,
+        "{WWW_NAME} must be refused promptly: {}\n{}",
+        refused.curl.describe(),
+        world.logs()
+    );
+    let refused_line = world.wait_for_log_line("the no_rule refusal", |l| {
+        l.contains(&format!("name=\"{WWW_NAME}\"")) && l.contains("reason=\"no_rule\"")
+    });
+    eprintln!(
+        "(5) https://{WWW_NAME}/: {}; log: {refused_line}",
+        refused.curl.describe()
+    );
+
+    // (6) The blog's second policy replaces the file in one rename; tlsgate reloads it.
+    let policy_path = world.gate_dir.join(POLICY_FILE);
+    let tmp = world.gate_dir.join("facebook-tls.yaml.tmp");
+    std::fs::copy(BLOG_POLICY_CUCUMBER, &tmp).expect("writing the new policy");
+    let reloads_before = count_reloads(&world.log_text());
+    let replaced = Instant::now();
+    std::fs::rename(&tmp, &policy_path).expect("replacing the policy");
+    let reload_time = loop {
+        if count_reloads(&world.log_text()) > reloads_before {
+            break replaced.elapsed();
+        }
+        assert!(
+            replaced.elapsed() < RELOAD_TIMEOUT,
+            "policy not reloaded within {RELOAD_TIMEOUT:?}\n{}",
+            world.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "(6) policy replaced with blog-facebook-tls-cucumber.yaml; reloaded after {reload_time:?}"
+    );
+
+    // (7) GET /cucumber with dada: dada is allowed: nginx's own 404.
+    let cucumber_url = format!("https://{FACEBOOK_NAME}/cucumber");
+    let dada = world.fetch_url(&cucumber_url, &ca, &["-H", "dada: dada"]);
+    let cucumber_body = format!("nginx cucumber host={FACEBOOK_NAME}\n");
+    assert_eq!(
+        (dada.curl.code, dada.status.as_str(), dada.body.as_str()),
+        (0, "404", cucumber_body.as_str()),
+        "{}\n{}",
+        dada.curl.describe(),
+        world.logs()
+    );
+    eprintln!(
+        "(7) {cucumber_url} -H 'dada: dada': exit 0, status 404, body {:?} (nginx)",
+        dada.body
+    );
+
+    // (8) ... with dada: dado it matches no HTTP rule: 403 from tlsgate, naming the policy.
+    let dado = world.fetch_url(&cucumber_url, &ca, &["-H", "dada: dado"]);
+    assert_eq!(
+        (dado.curl.code, dado.status.as_str()),
+        (0, "403"),
+        "{}\n{}",
+        dado.curl.describe(),
+        world.logs()
+    );
+    assert!(
+        dado.body.contains("denied by policy") && dado.body.contains("policy_denied"),
+        "403 body: {:?}",
+        dado.body
+    );
+    let dado_line = world.wait_for_log_line("the policy_denied refusal", |l| {
+        l.contains("reason=\"policy_denied\"") && l.contains(&format!("name=\"{FACEBOOK_NAME}\""))
+    });
+    eprintln!(
+        "(8) {cucumber_url} -H 'dada: dado': exit 0, status 403, body {:?}; log: {dado_line}",
+        dado.body
+    );
+
+    // (9) The same two requests without SNI, named by their Host: the new policy applies to
+    // them as well.
+    let ip_cucumber = format!("https://{ORIGIN_IP}/cucumber");
+    let no_sni_dada = world.fetch_url(
+        &ip_cucumber,
+        &ca,
+        &["-H", &host_facebook, "-H", "dada: dada"],
+    );
+    assert_eq!(
+        (
+            no_sni_dada.curl.code,
+            no_sni_dada.status.as_str(),
+            no_sni_dada.body.as_str()
+        ),
+        (0, "404", cucumber_body.as_str()),
+        "{}\n{}",
+        no_sni_dada.curl.describe(),
+        world.logs()
+    );
+    let no_sni_dado = world.fetch_url(
+        &ip_cucumber,
+        &ca,
+        &["-H", &host_facebook, "-H", "dada: dado"],
+    );
+    assert_eq!(
+        (no_sni_dado.curl.code, no_sni_dado.status.as_str()),
+        (0, "403"),
+        "{}\n{}",
+        no_sni_dado.curl.describe(),
+        world.logs()
+    );
+    let no_sni_dado_line = world.wait_for_log_line("the no-SNI policy_denied refusal", |l| {
+        l.contains("reason=\"policy_denied\"") && l.contains(&format!("name=\"{ORIGIN_IP}\""))
+    });
+    eprintln!(
+        "(9) {ip_cucumber} -H '{host_facebook}': dada: dada → status 404 body {:?}; dada: dado → \
+         status 403; log: {no_sni_dado_line}",
+        no_sni_dada.body
+    );
+
+    // (10) nginx saw exactly the allowed requests, all from tlsgate with SNI = Host.
+    let access = world.access_log();
+    let cucumbers = format!("{GATEWAY_ORIGIN_IP} sni={FACEBOOK_NAME} host={FACEBOOK_NAME} 404");
+    let seen = [
+        access.lines().filter(|l| *l == via_gateway).count(),
+        access.lines().filter(|l| *l == cucumbers).count(),
+    ];
+    assert_eq!(seen, [2, 2], "nginx access log:\n{access}");
+    assert_eq!(access.lines().count(), 4, "nginx access log:\n{access}");
+    let redirected = world.topo.redirected_connections();
+    assert_eq!(redirected, 9, "connections through the REDIRECT rule");
+    eprintln!(
+        "(10) REDIRECT rule counted {redirected} connections; nginx access log:\n{access}whole \
+         test took {:?}",
+        started.elapsed()
+    );
+}
+
+/// How many times tlsgate logged a policy reload.
+fn count_reloads(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("policy reloaded"))
+        .count()
 }
