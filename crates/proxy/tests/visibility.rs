@@ -145,6 +145,33 @@ fn sample(metrics: &str, series: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// `promtool check metrics` (Debian's prometheus package) finds nothing wrong with `metrics`.
+fn promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = child.unwrap_or_else(|e| {
+        panic!("promtool is needed to check /metrics (apt-get install prometheus): {e}")
+    });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits until `/flows?{query}` returns at least `n` lines.
 async fn flows_at_least(admin: SocketAddr, query: &str, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -303,6 +330,8 @@ async fn flows_and_metrics_describe_bumped_and_refused_requests() {
         assert!(metrics.contains(&format!("# TYPE {name} ")), "{line}");
     }
 
+    promtool_accepts(&metrics);
+
     // Counters move with traffic.
     curl(["-x", &proxy_url, &denied_url].map(String::from).to_vec()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -427,4 +456,137 @@ async fn a_follower_sees_new_flows_and_a_stuck_one_does_not_stall_traffic() {
     assert_eq!(sample(&metrics, dropped_4xx), Some(REQUESTS as u64));
     drop(stuck);
     proxy.running.stop().await;
+}
+
+/// A relay (with the admin API) in front of the test services, and an edge tunnelling to it.
+async fn relay_and_edge(services: &Services, pki: &RelayPki) -> (Running, SocketAddr, Running) {
+    let tls = tlsgate_proxy::tls::relay_server_config(
+        pki.leaf.chain.clone(),
+        pki.leaf.key.clone_key(),
+        None,
+    )
+    .unwrap();
+    let mut relay_config = config(vec![Listener {
+        name: "relay".into(),
+        listen: any_port(),
+        kind: ListenerKind::Relay(tlsgate_proxy::config::RelayListener {
+            tls,
+            routes: Arc::new(services.routes()),
+        }),
+    }]);
+    relay_config.visibility.admin = Some(AdminSettings {
+        listen: any_port(),
+        bearer_token: None,
+    });
+    let relay = start(relay_config).await;
+    let admin = relay.addr(tlsgate_proxy::gateway::ADMIN_ADDR_NAME);
+    let upstream = relay_upstream(
+        pki,
+        relay.addr("relay"),
+        tlsgate_proxy::config::Transport::H2,
+        false,
+    );
+    let edge = start_edge(upstream, None).await;
+    (relay, admin, edge)
+}
+
+/// Opens a TLS connection for `sni` through the edge's passthrough listener, trusting the
+/// services' CA; sends one request when the handshake succeeds.
+async fn tls_through_edge(edge: SocketAddr, services: &Services, sni: &str) -> bool {
+    use tokio::io::AsyncReadExt;
+    let connector = tokio_rustls::TlsConnector::from(services.client_config());
+    let tcp = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let Ok(mut tls) = connector.connect(name, tcp).await else {
+        return false;
+    };
+    let request = format!("GET / HTTP/1.1\r\nhost: {sni}\r\nconnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut body = Vec::new();
+    let _ = tls.read_to_end(&mut body).await;
+    !body.is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnelled_connections_and_relay_refusals_are_l3_l4_flows() {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let (relay, admin, edge) = relay_and_edge(&services, &pki).await;
+    let edge_tls = edge.addr("tls");
+    assert!(tls_through_edge(edge_tls, &services, PRIVATE).await);
+    assert!(!tls_through_edge(edge_tls, &services, "unknown.example.com").await);
+
+    // The served tunnel: a FORWARDED splice on the relay, with the SNI and the bytes both ways.
+    let served = flows_at_least(
+        admin,
+        "verdict=FORWARDED&host=private.service.example.com",
+        1,
+    )
+    .await;
+    assert_eq!(served.len(), 1, "{served:#?}");
+    let f = &served[0];
+    assert_eq!(f["Type"], "L3_L4");
+    assert_eq!(f["tlsgate"]["role"], "relay");
+    assert_eq!(f["tlsgate"]["sni"], PRIVATE);
+    assert_eq!(
+        f["l4"]["TCP"]["destination_port"],
+        services.private.addr.port()
+    );
+    assert_eq!(f["IP"]["destination"], "127.0.0.1");
+    assert!(f["tlsgate"]["bytes_in"].as_u64().unwrap() > 0);
+    assert!(f["tlsgate"]["bytes_out"].as_u64().unwrap() > 0);
+
+    // The refusal: DROPPED with the reason, upper-cased as Hubble's drop reasons are.
+    let refused = flows_at_least(admin, "verdict=DROPPED", 1).await;
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    let f = &refused[0];
+    assert_eq!(f["Type"], "L3_L4");
+    assert_eq!(f["tlsgate"]["role"], "relay");
+    assert_eq!(f["tlsgate"]["reason"], "no_route");
+    assert_eq!(f["drop_reason_desc"], "NO_ROUTE");
+    assert_eq!(f["destination_names"][0], "unknown.example.com");
+    let metrics = admin_get(admin, "/metrics").await.1;
+    let series = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("tlsgate_flows_total{role=\"relay\"") && l.contains("reason=\"no_route\"")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(series.ends_with(" 1"), "{series}");
+    edge.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_with_a_token_refuses_requests_without_it() {
+    let mut config = config(Vec::new());
+    config.visibility.admin = Some(AdminSettings {
+        listen: any_port(),
+        bearer_token: Some(Arc::from("t0ken")),
+    });
+    let running = start(config).await;
+    let admin = running.addr(tlsgate_proxy::gateway::ADMIN_ADDR_NAME);
+    assert_eq!(admin_get(admin, "/metrics").await.0, 401);
+    assert_eq!(admin_get(admin, "/flows").await.0, 401);
+    let tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let ask = |token: &'static str| {
+        http::Request::get("/ready")
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(
+        sender.send_request(ask("wrong")).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        sender.send_request(ask("t0ken")).await.unwrap().status(),
+        200
+    );
+    running.stop().await;
 }
