@@ -43,7 +43,16 @@ fn veth_link_carries_tcp_and_everything_is_removed_on_drop() {
 
     let mut sleeper = b.spawn(&["sleep", "60"]).expect("sleep in b");
     let pid = sleeper.id();
-    assert!(b.pids().contains(&pid), "sleep runs inside namespace b");
+    // `ip netns exec` enters the namespace and then execs: until it has, the kernel does not list
+    // the process in b. Poll (bounded) instead of racing it.
+    let inside = (0..100).any(|_| {
+        let found = b.pids().contains(&pid);
+        if !found {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        found
+    });
+    assert!(inside, "sleep runs inside namespace b within 2 s");
 
     let names = [a.name().to_owned(), b.name().to_owned()];
     drop(a);
