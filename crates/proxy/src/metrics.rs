@@ -294,6 +294,32 @@ mod tests {
     use crate::flow::{FlowId, Mode, Role, Verdict};
 
     #[test]
+    fn docs_list_every_metric_and_the_ring_default() {
+        let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/");
+        let metrics_md = std::fs::read_to_string(format!("{docs}metrics.md")).unwrap();
+        let rendered = Metrics::default().render(&[]);
+        let families: Vec<&str> = rendered
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert!(families.len() >= 9);
+        for name in families {
+            assert!(
+                metrics_md.contains(&format!("| `{name}` |")),
+                "docs/metrics.md misses {name}"
+            );
+        }
+        let flows_md = std::fs::read_to_string(format!("{docs}flows.md")).unwrap();
+        let default = crate::config::FlowSettings::DEFAULT_RING_SIZE;
+        assert!(flows_md.contains(&format!("ring_size: {default} ")));
+        assert!(flows_md.contains(&format!(
+            "(default {default}, 1..={})",
+            crate::config::FlowSettings::MAX_RING_SIZE
+        )));
+    }
+
+    #[test]
     fn counts_flows_requests_bytes_and_connections() {
         let m = Metrics::default();
         let mut r = FlowRecord {

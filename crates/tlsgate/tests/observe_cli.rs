@@ -176,6 +176,8 @@ fn observe_prints_filtered_records_and_follows_new_ones() {
             "--server",
             &admin.to_string(),
             "-f",
+            "--last",
+            "1",
             "--http-status",
             "403",
         ])
@@ -192,8 +194,13 @@ fn observe_prints_filtered_records_and_follows_new_ones() {
             }
         }
     });
-    // The follower subscribes once its request is answered; give it that moment, then request.
-    std::thread::sleep(Duration::from_millis(500));
+    // The newest matching record first (two flows): the follower is subscribed once they show.
+    for _ in 0..2 {
+        let old = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the last record");
+        assert!(old.contains("http://denied.test/cucumber"), "{old}");
+    }
     let sent = Instant::now();
     curl_denied(proxy, "/new");
     let line = rx

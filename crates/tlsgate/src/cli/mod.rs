@@ -56,6 +56,10 @@ EXAMPLES:
     tlsgate ca show
     tlsgate ca issue www.example.com --ip 192.0.2.10
 
+  Watch a running tlsgate's flows (its config says admin: {listen: 127.0.0.1:9901}):
+    tlsgate observe --last 50 --http-status 4+
+    tlsgate observe -f -o json
+
 Logging: RUST_LOG (e.g. RUST_LOG=tlsgate_proxy=debug) unless --log-level is given.
 Stop `run` with SIGINT or SIGTERM: listeners close, in-flight work gets timeouts.shutdown_grace;
 a second signal exits at once.";
