@@ -36,6 +36,16 @@ struct Proxy {
 /// An explicit interceptor bumping everything but [`DENIED`] and [`SPLICED`], verifying origins with
 /// `origin_root`, with the admin API on an ephemeral loopback port.
 async fn start_proxy(origin_root: CertificateDer<'static>, ring_size: usize) -> Proxy {
+    start_proxy_with(origin_root, ring_size, None, [127, 0, 0, 1]).await
+}
+
+/// Like [`start_proxy`], enforcing `policy` when given, with every name resolving to `ip`.
+async fn start_proxy_with(
+    origin_root: CertificateDer<'static>,
+    ring_size: usize,
+    policy: Option<Arc<tlsgate_proxy::policy::PolicySlot>>,
+    ip: [u8; 4],
+) -> Proxy {
     let ca = CertAuthority::generate(&CaParams {
         common_name: "tlsgate test interception CA".into(),
         algorithm: Algorithm::EcdsaP256,
@@ -70,7 +80,7 @@ async fn start_proxy(origin_root: CertificateDer<'static>, ring_size: usize) -> 
             cache_ttl: Duration::from_secs(3600),
         }),
         upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[origin_root])).unwrap(),
-        policy: None,
+        policy,
         danger_accept_invalid_upstream_certs: Vec::new(),
     };
     let mut config = config(vec![Listener {
@@ -78,7 +88,7 @@ async fn start_proxy(origin_root: CertificateDer<'static>, ring_size: usize) -> 
         listen: any_port(),
         kind: ListenerKind::Intercept(listener),
     }]);
-    config.dns_server = Some(spawn_dns_loopback().await);
+    config.dns_server = Some(spawn_dns_answering(ip).await);
     config.visibility.admin = Some(AdminSettings {
         listen: any_port(),
         bearer_token: None,
@@ -580,4 +590,94 @@ async fn admin_api_with_a_token_refuses_requests_without_it() {
         (200, "ready\n".to_owned())
     );
     running.stop().await;
+}
+
+/// The blog's second policy (GET /cucumber with `dada: dada` only) on www.facebook.com:443: the 404
+/// from the origin and the 403 from the proxy are each a REQUEST and a RESPONSE flow with method,
+/// URL, protocol, headers (credentials redacted), code and latency. Port 443 needs root, like the
+/// policy tests (`TLSGATE_SKIP_E2E=1` skips loudly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blogs_403_and_404_are_request_and_response_flows() {
+    if !tlsgate_testkit::e2e_preflight().unwrap_or_else(|message| panic!("{message}")) {
+        return;
+    }
+    let ip = [127, 0, 0, 41];
+    let public = TestCa::new("public test CA");
+    let _origin = tlsgate_testkit::spawn_https_origin_at(
+        SocketAddr::from((ip, 443)),
+        "origin",
+        &public.issue(&["www.facebook.com"]),
+    )
+    .await;
+    let policy_file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policy/testdata/blog-facebook-tls-cucumber.yaml"
+    );
+    let (slot, _notices) =
+        tlsgate_proxy::policy::PolicySlot::load(policy_file.into(), Default::default()).unwrap();
+    let proxy = start_proxy_with(public.cert_der(), 100, Some(Arc::new(slot)), ip).await;
+    let proxy_url = format!("http://{}", proxy.running.addr("proxy"));
+    let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+    let url = "https://www.facebook.com/cucumber";
+    for (dada, code) in [("dada", "404"), ("dado", "403")] {
+        let header = format!("dada: {dada}");
+        let (_, out, err) = curl(
+            [
+                "-x",
+                &proxy_url,
+                "--cacert",
+                &ca,
+                "--http1.1",
+                "-u",
+                "user:pass",
+                "-H",
+                &header,
+                "-w",
+                "\n%{http_code}",
+                url,
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .await;
+        assert!(out.ends_with(&format!("\n{code}")), "{out} {err}");
+    }
+    let flows = flows_at_least(proxy.admin, "http_status=4%2B", 4).await;
+    assert_eq!(flows.len(), 4, "{flows:#?}");
+    let types: Vec<&str> = flows
+        .iter()
+        .map(|f| f["l7"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["REQUEST", "RESPONSE", "REQUEST", "RESPONSE"]);
+    let expected = [("FORWARDED", 404, "dada"), ("DROPPED", 403, "dado")];
+    for (pair, (verdict, code, dada)) in flows.chunks(2).zip(expected) {
+        for f in pair {
+            assert_eq!(f["Type"], "L7");
+            assert_eq!(f["verdict"], verdict);
+            let http = &f["l7"]["http"];
+            assert_eq!(http["method"], "GET");
+            assert_eq!(http["url"], url);
+            assert_eq!(http["protocol"], "HTTP/1.1");
+            let header = |key: &str| {
+                http["headers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|h| h["key"] == key)
+                    .map(|h| h["value"].clone())
+            };
+            assert_eq!(header("dada"), Some(Value::from(dada)));
+            assert_eq!(header("authorization"), Some(Value::from("[REDACTED]")));
+            assert!(
+                !f.to_string().contains("dXNlcjpwYXNz"),
+                "credentials leaked"
+            );
+        }
+        assert_eq!(pair[1]["l7"]["http"]["code"], code);
+        assert!(pair[1]["l7"]["latency_ns"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(flows[3]["drop_reason_desc"], "POLICY_DENIED");
+    assert_eq!(flows[3]["tlsgate"]["reason"], "policy_denied");
+    assert!(flows[3]["tlsgate"]["rule"].is_string(), "{:#}", flows[3]);
+    proxy.running.stop().await;
 }
