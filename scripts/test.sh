@@ -3,7 +3,8 @@
 #
 # The end-to-end tests (crates/tlsgate/tests/e2e) build network namespaces, an iptables
 # firewall and an nginx origin, so they need root and Debian's nginx, iproute2, iptables,
-# curl, openssl and procps. Run as root, this script installs whichever of those is missing
+# curl, openssl and procps, and the metrics test checks /metrics with promtool (Debian's
+# prometheus package). Run as root, this script installs whichever of those is missing
 # (without letting nginx start as a system service). Without root the e2e tests fail with a
 # clear message unless TLSGATE_SKIP_E2E=1 is set.
 set -euo pipefail
@@ -22,6 +23,7 @@ declare -A tools=(
   [curl]=curl
   [openssl]=openssl
   [sysctl]=procps
+  [promtool]=prometheus
 )
 missing=()
 for tool in "${!tools[@]}"; do
@@ -47,6 +49,9 @@ if ((${#missing[@]} > 0)); then
     ((status == 0)) || exit "$status"
     if [[ " ${missing[*]} " == *" nginx "* ]] && [[ -d /run/systemd/system ]]; then
       systemctl disable --now nginx || true
+    fi
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+      systemctl disable --now prometheus || true
     fi
   else
     echo "test.sh: missing ${missing[*]}; not root, so not installing them." >&2
