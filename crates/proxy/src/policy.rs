@@ -145,3 +145,46 @@ pub async fn watch(slots: Vec<Arc<PolicySlot>>, stop: tokio_util::sync::Cancella
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALLOW_A: &str =
+        "default: deny\nrules:\n  - match: a.example.test\n    ports: [443]\n    tls: bump\n";
+    const ALLOW_B: &str =
+        "default: deny\nrules:\n  - match: b.example.test\n    ports: [443]\n    tls: splice\n";
+
+    fn allows(slot: &PolicySlot, host: &str) -> bool {
+        slot.current()
+            .decide_connection(host, 443)
+            .deny_reason()
+            .is_none()
+    }
+
+    #[test]
+    fn an_invalid_new_policy_is_rejected_and_the_old_one_stays_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, ALLOW_A).unwrap();
+        let (slot, _) = PolicySlot::load(path.clone(), LoadOptions::default()).unwrap();
+        assert!(allows(&slot, "a.example.test"));
+        std::fs::write(
+            &path,
+            "default: deny\nrules:\n  - match: a.*.bad\n    tls: bump\n    colour: blue\n",
+        )
+        .unwrap();
+        let errors = slot.reload().expect_err("the broken file is rejected");
+        assert!(!errors.is_empty());
+        assert!(
+            allows(&slot, "a.example.test"),
+            "the old policy stays in force"
+        );
+        // A valid edit is then taken, and the change detector sees it.
+        std::fs::write(&path, ALLOW_B).unwrap();
+        slot.reload().unwrap();
+        assert!(!allows(&slot, "a.example.test"));
+        assert!(allows(&slot, "b.example.test"));
+        assert!(!slot.changed(), "the loaded file is the current one");
+    }
+}
