@@ -6,9 +6,10 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::process::ChildGuard;
 
@@ -18,6 +19,10 @@ pub const SKIP_E2E_ENV: &str = "TLSGATE_SKIP_E2E";
 /// Message for a machine where end-to-end tests cannot run.
 pub const NEED_ROOT_MESSAGE: &str = "e2e tests need root and network namespaces; \
      run as root or set TLSGATE_SKIP_E2E=1 to skip explicitly";
+
+/// How long [`NetNs::wait_listening`] waits for sockets to appear.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
+const LISTEN_POLL: Duration = Duration::from_millis(100);
 
 /// Whether an end-to-end test should run: `Ok(true)` as root, `Ok(false)` when skipped
 /// explicitly with `TLSGATE_SKIP_E2E=1` (printed loudly), `Err` otherwise. Tests turn the
@@ -171,6 +176,73 @@ impl NetNs {
 
     fn etc_dir(&self) -> PathBuf {
         PathBuf::from("/etc/netns").join(&self.name)
+    }
+
+    /// Waits (at most [`LISTEN_TIMEOUT`]) until every `addr:port` in `sockets` is listening in this
+    /// namespace, failing early with the log if `child` exits first.
+    pub fn wait_listening(&self, sockets: &[String], child: &mut ChildGuard, log: &Path) {
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
+        loop {
+            let listening = self
+                .run(&["ss", "-H", "-l", "-t", "-n"])
+                .unwrap_or_default();
+            let missing: Vec<&String> = sockets
+                .iter()
+                .filter(|s| !listening.split_whitespace().any(|col| col == s.as_str()))
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            let log_text = || fs::read_to_string(log).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "process in {} exited ({status}) before listening on {missing:?}; its log:\n{}",
+                    self.name(),
+                    log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing:?} not listening in {} after {LISTEN_TIMEOUT:?}; log:\n{}",
+                self.name(),
+                log_text()
+            );
+            std::thread::sleep(LISTEN_POLL);
+        }
+    }
+
+    /// Validates `config` with `<bin> check --config`, then starts `<bin> run --config` in this
+    /// namespace with stdout and stderr in `log` and `env` set. The guard sends SIGTERM and waits
+    /// `grace` before SIGKILL.
+    pub fn start_checked(
+        &self,
+        bin: &str,
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+        grace: Duration,
+    ) -> ChildGuard {
+        let config_arg = config.display().to_string();
+        let check = self
+            .exec(&[bin, "check", "--config", &config_arg])
+            .expect("running check");
+        assert!(
+            check.status.success(),
+            "check rejected {}:\n{}\nstdout: {}\nstderr: {}",
+            config.display(),
+            fs::read_to_string(config).unwrap_or_default(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let out = fs::File::create(log).expect("log file");
+        let mut cmd = self.command(&[bin, "run", "--config", &config_arg]);
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out);
+        ChildGuard::spawn(&mut cmd)
+            .expect("starting the process")
+            .with_term_grace(grace)
     }
 }
 

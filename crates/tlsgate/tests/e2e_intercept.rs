@@ -70,8 +70,6 @@ const CURL_MAX_TIME: &str = "10";
 const CURL_BAD_CERT: i32 = 60;
 /// curl: "Operation timed out".
 const CURL_TIMED_OUT: i32 = 28;
-/// How long a server gets to start listening.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a flow record may take to reach the log after curl returned.
 const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
@@ -333,59 +331,10 @@ fn start_tlsgate(ns: &NetNs, dir: &Path, config: &str) -> (ChildGuard, PathBuf) 
     let bin = env!("CARGO_BIN_EXE_tlsgate");
     let config_path = dir.join("transparent.yaml");
     std::fs::write(&config_path, config).expect("writing tlsgate config");
-    let config_arg = config_path.display().to_string();
-    let check = ns
-        .exec(&[bin, "check", "--config", &config_arg])
-        .expect("running tlsgate check");
-    assert!(
-        check.status.success(),
-        "tlsgate check rejected transparent.yaml:\n{config}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
     let log = dir.join("tlsgate.log");
-    let out = File::create(&log).expect("tlsgate log file");
-    let mut cmd = ns.command(&[bin, "run", "--config", &config_arg]);
-    cmd.env("RUST_LOG", LOG_FILTER)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("dup log"))
-        .stderr(out);
-    let guard = ChildGuard::spawn(&mut cmd)
-        .expect("starting tlsgate")
-        .with_term_grace(STOP_GRACE);
+    let env = [("RUST_LOG", LOG_FILTER), ("NO_COLOR", "1")];
+    let guard = ns.start_checked(bin, &config_path, &log, &env, STOP_GRACE);
     (guard, log)
-}
-
-/// Waits until every `addr:port` in `sockets` is listening in `ns`, failing early (with the
-/// log) if `child` exits.
-fn wait_listening(ns: &NetNs, sockets: &[String], child: &mut ChildGuard, log: &Path) {
-    let deadline = Instant::now() + LISTEN_TIMEOUT;
-    loop {
-        let listening = ns.run(&["ss", "-H", "-l", "-t", "-n"]).unwrap_or_default();
-        let missing: Vec<&String> = sockets
-            .iter()
-            .filter(|s| !listening.split_whitespace().any(|col| col == s.as_str()))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "process in {} exited ({status}) before listening on {missing:?}; its log:\n{}",
-                ns.name(),
-                log_text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{missing:?} not listening in {} after {LISTEN_TIMEOUT:?}; log:\n{}",
-            ns.name(),
-            log_text()
-        );
-        std::thread::sleep(POLL);
-    }
 }
 
 /// Everything the test runs on. Field order is drop order: processes stop first, then the
@@ -452,8 +401,7 @@ impl World {
             .collect();
         let leaf_refs: Vec<(&str, &Leaf)> = leaves.iter().map(|(n, l)| (*n, l)).collect();
         let mut nginx = start_nginx(&topo.origin, &nginx_dir, &leaf_refs, scenario.locations);
-        wait_listening(
-            &topo.origin,
+        topo.origin.wait_listening(
             &[
                 format!("{ORIGIN_IP}:443"),
                 format!("{ORIGIN_IP}:{DIRECT_PORT}"),
@@ -490,8 +438,7 @@ impl World {
             &gate_dir,
             &(scenario.config)(&ca_dir, &public_ca_pem, &gate_dir),
         );
-        wait_listening(
-            &topo.gateway,
+        topo.gateway.wait_listening(
             &[format!("0.0.0.0:{INTERCEPT_PORT}")],
             &mut tlsgate,
             &tlsgate_log,

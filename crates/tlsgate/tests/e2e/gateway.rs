@@ -1,8 +1,6 @@
 //! tlsgate as child processes: the edge (customer side) and the relay (provider side).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use tlsgate_testkit::{ChildGuard, NetNs};
@@ -98,26 +96,8 @@ pub fn start(ns: &NetNs, dir: &Path, stem: &str, config: &str) -> Tlsgate {
     let bin = env!("CARGO_BIN_EXE_tlsgate");
     let config_path = dir.join(format!("{stem}.yaml"));
     std::fs::write(&config_path, config).expect("writing tlsgate config");
-    let config_arg = config_path.display().to_string();
-    let check = ns
-        .exec(&[bin, "check", "--config", &config_arg])
-        .expect("running tlsgate check");
-    assert!(
-        check.status.success(),
-        "tlsgate check rejected {stem}.yaml:\n{config}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
     let log = dir.join(format!("{stem}.log"));
-    let out = File::create(&log).expect("tlsgate log file");
-    let mut cmd = ns.command(&[bin, "run", "--config", &config_arg]);
-    cmd.env("RUST_LOG", LOG_FILTER)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("dup log"))
-        .stderr(out);
-    let guard = ChildGuard::spawn(&mut cmd)
-        .expect("starting tlsgate")
-        .with_term_grace(TLSGATE_STOP_GRACE);
+    let env = [("RUST_LOG", LOG_FILTER), ("NO_COLOR", "1")];
+    let guard = ns.start_checked(bin, &config_path, &log, &env, TLSGATE_STOP_GRACE);
     Tlsgate { guard, log }
 }

@@ -35,8 +35,6 @@ const CURL_DOWNLOAD_MAX_TIME: &str = "180";
 const CURL_TIMED_OUT: i32 = 28;
 /// Size of the download test file.
 const BIG_FILE_LEN: u64 = 200 * 1024 * 1024;
-/// How long a server gets to start listening.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(100);
 
 /// Runs the test body only where end-to-end tests can run; fails loudly otherwise.
@@ -91,42 +89,6 @@ fn curl(ns: &NetNs, max_time: &str, args: &[&str]) -> Curl {
     }
 }
 
-/// Waits until every `addr:port` in `sockets` is listening in `ns`, failing early (with the
-/// log) if `child` exits.
-fn wait_listening(ns: &NetNs, sockets: &[String], child: &mut ChildGuard, log: &Path) {
-    let deadline = Instant::now() + LISTEN_TIMEOUT;
-    loop {
-        let listening = ns.run(&["ss", "-H", "-l", "-t", "-n"]).unwrap_or_default();
-        let missing: Vec<&String> = sockets
-            .iter()
-            .filter(|s| !listening.split_whitespace().any(|col| col == s.as_str()))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "process in {} exited ({status}) before listening on {missing:?}; its log:\n{}",
-                ns.name(),
-                log_text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} not listening in {} after {LISTEN_TIMEOUT:?}; log:\n{}",
-            missing
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            ns.name(),
-            log_text()
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
 /// Everything one test runs on. Field order is drop order: processes stop first, then the
 /// namespaces go (killing anything left inside), then the temp dir.
 struct World {
@@ -167,8 +129,7 @@ impl World {
         let big_sha256 = tlsgate_testkit::write_pseudorandom_file(&big, big_len, 0x7153_6a7e)
             .expect("writing the download file");
         let mut nginx = nginx::start(&topo.origin, &origin_dir, &private, &other, &big);
-        wait_listening(
-            &topo.origin,
+        topo.origin.wait_listening(
             &[format!("{ORIGIN_IP}:80"), format!("{ORIGIN_IP}:443")],
             &mut nginx,
             &nginx::error_log(&origin_dir),
@@ -215,8 +176,7 @@ impl World {
             "relay",
             &gateway::relay_config(&relay_cert, &relay_key),
         );
-        wait_listening(
-            &topo.relay,
+        topo.relay.wait_listening(
             &[format!("{RELAY_IP}:{RELAY_PORT}")],
             &mut relay.guard,
             &relay.log,
@@ -231,7 +191,8 @@ impl World {
             .iter()
             .map(|port| format!("{EDGE_IP}:{port}"))
             .collect();
-        wait_listening(&topo.edge, &edge_sockets, &mut edge.guard, &edge.log);
+        topo.edge
+            .wait_listening(&edge_sockets, &mut edge.guard, &edge.log);
         self.relay_gate = Some(relay);
         self.edge_gate = Some(edge);
     }
