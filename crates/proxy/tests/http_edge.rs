@@ -203,18 +203,7 @@ async fn real_curl_uses_the_relay_as_an_https_proxy() {
         .await;
     assert_eq!(flow.reason, None);
     // The certificate curl verified is the origin's own.
-    let pem = stdout
-        .split("-----BEGIN CERTIFICATE-----")
-        .nth(1)
-        .expect("curl printed the cert");
-    let b64: String = pem
-        .split("-----END")
-        .next()
-        .unwrap()
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let der = base64_decode(&b64);
+    let der = first_cert_der(&stdout);
     assert_eq!(sha256(&der), services.private_leaf.sha256_fingerprint());
     relay.stop().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -235,24 +224,4 @@ fn rand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .expect("base64 character") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }

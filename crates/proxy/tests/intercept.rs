@@ -11,12 +11,9 @@ use std::time::Duration;
 use common::*;
 use rcgen::{CertificateParams, DnType, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
+use tlsgate_ca::CertAuthority;
 use tlsgate_policy::FqdnPattern;
-use tlsgate_proxy::config::{
-    CertSettings, CertStrategy, InterceptAction, InterceptListener, InterceptMode, InterceptRule,
-    InterceptRules, Listener, ListenerKind,
-};
+use tlsgate_proxy::config::{CertStrategy, InterceptAction, InterceptRule, Listener, ListenerKind};
 use tlsgate_proxy::intercept::InterceptState;
 use tlsgate_testkit::{Leaf, TestCa, sha256, spawn_https_origin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,36 +53,20 @@ impl Default for Options {
 
 /// An explicit interceptor that verifies origins against `origin_root` only.
 async fn start_interceptor(origin_root: CertificateDer<'static>, options: Options) -> Interceptor {
-    let ca = CertAuthority::generate(&CaParams {
-        common_name: "tlsgate test interception CA".into(),
-        algorithm: Algorithm::EcdsaP256,
-        days: 30,
-    })
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca_pem = dir.path().join("interception-ca.pem");
-    std::fs::write(&ca_pem, ca.cert_pem()).unwrap();
-    let listener = InterceptListener {
-        mode: InterceptMode::Explicit,
-        rules: Arc::new(InterceptRules {
-            rules: options.rules,
-            default: InterceptAction::Bump,
-        }),
-        certs: Arc::new(CertSettings {
-            ca: Arc::new(ca),
-            strategy: options.strategy,
-            leaf_lifetime: CertSettings::DEFAULT_LEAF_LIFETIME,
-            cache_capacity: 1000,
-            cache_ttl: Duration::from_secs(3600),
-        }),
-        upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[origin_root])).unwrap(),
-        policy: options.policy.clone(),
-        danger_accept_invalid_upstream_certs: options
-            .danger
-            .iter()
-            .map(|p| FqdnPattern::parse(p).unwrap())
-            .collect(),
-    };
+    let (ca, ca_pem) = interception_ca(dir.path());
+    let mut listener = explicit_interceptor(
+        ca,
+        origin_root,
+        options.strategy,
+        options.rules,
+        options.policy,
+    );
+    listener.danger_accept_invalid_upstream_certs = options
+        .danger
+        .iter()
+        .map(|p| FqdnPattern::parse(p).unwrap())
+        .collect();
     let mut config = config(vec![Listener {
         name: "proxy".into(),
         listen: any_port(),
@@ -136,36 +117,6 @@ async fn curl(args: Vec<String>) -> Curl {
 
 fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// The first certificate in curl's `%{certs}` output, as DER.
-fn first_cert(stdout: &str) -> Vec<u8> {
-    let pem = stdout
-        .split("-----BEGIN CERTIFICATE-----")
-        .nth(1)
-        .expect("a certificate");
-    let b64: String = pem
-        .split("-----END")
-        .next()
-        .unwrap()
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64(&b64)
-}
-
-fn base64(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        acc = (acc << 6) | ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }
 
 /// (issuer CN, DNS SANs, IP SANs) of a certificate.
@@ -259,7 +210,7 @@ async fn curl_through_the_explicit_proxy_sees_a_minted_certificate_and_the_page(
         "{}",
         trusted.stdout
     );
-    let (issuer, dns, ips) = names_of(&first_cert(&trusted.stdout));
+    let (issuer, dns, ips) = names_of(&first_cert_der(&trusted.stdout));
     assert_eq!(issuer, "tlsgate test interception CA");
     assert_eq!(dns, vec!["www.example.test".to_owned()]);
     assert!(ips.is_empty());
@@ -406,7 +357,7 @@ async fn upstream_first_copies_the_origin_san_list() {
     .await;
     assert_eq!(reply.code, Some(0), "{}", reply.stderr);
     assert!(reply.stdout.starts_with("origin=multi"), "{}", reply.stdout);
-    let (issuer, dns, ips) = names_of(&first_cert(&reply.stdout));
+    let (issuer, dns, ips) = names_of(&first_cert_der(&reply.stdout));
     assert_eq!(issuer, "tlsgate test interception CA");
     assert_eq!(
         dns,
@@ -451,7 +402,7 @@ async fn spliced_host_shows_the_origin_certificate() {
     .await;
     assert_eq!(reply.code, Some(0), "{}", reply.stderr);
     assert_eq!(
-        sha256(&first_cert(&reply.stdout)),
+        sha256(&first_cert_der(&reply.stdout)),
         leaf.sha256_fingerprint()
     );
     let flow = proxy

@@ -15,11 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
-use tlsgate_proxy::config::{
-    CertSettings, CertStrategy, InterceptAction, InterceptListener, InterceptMode, InterceptRules,
-    Listener, ListenerKind,
-};
+use tlsgate_proxy::config::{CertStrategy, Listener, ListenerKind};
 use tlsgate_proxy::policy::PolicySlot;
 use tlsgate_testkit::{Origin, TestCa, spawn_https_origin_at};
 
@@ -45,32 +41,15 @@ async fn setup(ip: [u8; 4], names: &[&str], policy_file: &Path) -> Setup {
     let public_pem = public.write_cert_pem(&dir.path().join("public.pem"));
     let origin =
         spawn_https_origin_at(SocketAddr::from((ip, 443)), "origin", &public.issue(names)).await;
-    let ca = CertAuthority::generate(&CaParams {
-        common_name: "tlsgate test interception CA".into(),
-        algorithm: Algorithm::EcdsaP256,
-        days: 30,
-    })
-    .unwrap();
-    let ca_pem = dir.path().join("interception-ca.pem");
-    std::fs::write(&ca_pem, ca.cert_pem()).unwrap();
+    let (ca, ca_pem) = interception_ca(dir.path());
     let (slot, _notices) = PolicySlot::load(policy_file.to_owned(), Default::default()).unwrap();
-    let listener = InterceptListener {
-        mode: InterceptMode::Explicit,
-        rules: Arc::new(InterceptRules {
-            rules: Vec::new(),
-            default: InterceptAction::Deny,
-        }),
-        policy: Some(Arc::new(slot)),
-        certs: Arc::new(CertSettings {
-            ca: Arc::new(ca),
-            strategy: CertStrategy::DownstreamFirst,
-            leaf_lifetime: CertSettings::DEFAULT_LEAF_LIFETIME,
-            cache_capacity: 100,
-            cache_ttl: Duration::from_secs(3600),
-        }),
-        upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[public.cert_der()])).unwrap(),
-        danger_accept_invalid_upstream_certs: Vec::new(),
-    };
+    let listener = explicit_interceptor(
+        ca,
+        public.cert_der(),
+        CertStrategy::DownstreamFirst,
+        Vec::new(),
+        Some(Arc::new(slot)),
+    );
     let mut config = config(vec![Listener {
         name: "proxy".into(),
         listen: any_port(),

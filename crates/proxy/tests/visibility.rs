@@ -14,11 +14,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
 use serde_json::Value;
-use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
 use tlsgate_policy::FqdnPattern;
 use tlsgate_proxy::config::{
-    AdminSettings, CertSettings, CertStrategy, FlowSettings, InterceptAction, InterceptListener,
-    InterceptMode, InterceptRule, InterceptRules, Listener, ListenerKind,
+    AdminSettings, CertStrategy, FlowSettings, InterceptAction, InterceptRule, Listener,
+    ListenerKind,
 };
 use tlsgate_testkit::{TestCa, spawn_https_origin};
 use tokio::io::AsyncWriteExt;
@@ -46,43 +45,27 @@ async fn start_proxy_with(
     policy: Option<Arc<tlsgate_proxy::policy::PolicySlot>>,
     ip: [u8; 4],
 ) -> Proxy {
-    let ca = CertAuthority::generate(&CaParams {
-        common_name: "tlsgate test interception CA".into(),
-        algorithm: Algorithm::EcdsaP256,
-        days: 30,
-    })
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca_pem = dir.path().join("interception-ca.pem");
-    std::fs::write(&ca_pem, ca.cert_pem()).unwrap();
-    let listener = InterceptListener {
-        mode: InterceptMode::Explicit,
-        rules: Arc::new(InterceptRules {
-            rules: vec![
-                InterceptRule {
-                    pattern: FqdnPattern::parse(DENIED).unwrap(),
-                    ports: Vec::new(),
-                    action: InterceptAction::Deny,
-                },
-                InterceptRule {
-                    pattern: FqdnPattern::parse(SPLICED).unwrap(),
-                    ports: Vec::new(),
-                    action: InterceptAction::Splice,
-                },
-            ],
-            default: InterceptAction::Bump,
-        }),
-        certs: Arc::new(CertSettings {
-            ca: Arc::new(ca),
-            strategy: CertStrategy::DownstreamFirst,
-            leaf_lifetime: CertSettings::DEFAULT_LEAF_LIFETIME,
-            cache_capacity: 100,
-            cache_ttl: Duration::from_secs(3600),
-        }),
-        upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[origin_root])).unwrap(),
+    let (ca, ca_pem) = interception_ca(dir.path());
+    let rules = vec![
+        InterceptRule {
+            pattern: FqdnPattern::parse(DENIED).unwrap(),
+            ports: Vec::new(),
+            action: InterceptAction::Deny,
+        },
+        InterceptRule {
+            pattern: FqdnPattern::parse(SPLICED).unwrap(),
+            ports: Vec::new(),
+            action: InterceptAction::Splice,
+        },
+    ];
+    let listener = explicit_interceptor(
+        ca,
+        origin_root,
+        CertStrategy::DownstreamFirst,
+        rules,
         policy,
-        danger_accept_invalid_upstream_certs: Vec::new(),
-    };
+    );
     let mut config = config(vec![Listener {
         name: "proxy".into(),
         listen: any_port(),

@@ -314,3 +314,83 @@ pub async fn spawn_dns_answering(ip: [u8; 4]) -> SocketAddr {
     });
     addr
 }
+
+/// A fresh interception CA (ECDSA P-256, 30 days), its certificate written to
+/// `dir/interception-ca.pem` for clients to trust.
+pub fn interception_ca(
+    dir: &std::path::Path,
+) -> (Arc<tlsgate_ca::CertAuthority>, std::path::PathBuf) {
+    let ca = tlsgate_ca::CertAuthority::generate(&tlsgate_ca::CaParams {
+        common_name: "tlsgate test interception CA".into(),
+        algorithm: tlsgate_ca::Algorithm::EcdsaP256,
+        days: 30,
+    })
+    .unwrap();
+    let pem = dir.join("interception-ca.pem");
+    std::fs::write(&pem, ca.cert_pem()).unwrap();
+    (Arc::new(ca), pem)
+}
+
+/// An explicit intercept listener minting from `ca`, verifying origins against `origin_root`
+/// only, deciding by `rules` (default bump) or by `policy` when given.
+pub fn explicit_interceptor(
+    ca: Arc<tlsgate_ca::CertAuthority>,
+    origin_root: rustls_pki_types::CertificateDer<'static>,
+    strategy: tlsgate_proxy::config::CertStrategy,
+    rules: Vec<tlsgate_proxy::config::InterceptRule>,
+    policy: Option<Arc<tlsgate_proxy::policy::PolicySlot>>,
+) -> tlsgate_proxy::config::InterceptListener {
+    use tlsgate_proxy::config::{CertSettings, InterceptAction, InterceptMode, InterceptRules};
+    tlsgate_proxy::config::InterceptListener {
+        mode: InterceptMode::Explicit,
+        rules: Arc::new(InterceptRules {
+            rules,
+            default: InterceptAction::Bump,
+        }),
+        policy,
+        certs: Arc::new(CertSettings {
+            ca,
+            strategy,
+            leaf_lifetime: CertSettings::DEFAULT_LEAF_LIFETIME,
+            cache_capacity: 1000,
+            cache_ttl: Duration::from_secs(3600),
+        }),
+        upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[origin_root])).unwrap(),
+        danger_accept_invalid_upstream_certs: Vec::new(),
+    }
+}
+
+/// The first certificate in curl's `-w '%{certs}'` output, as DER.
+pub fn first_cert_der(curl_stdout: &str) -> Vec<u8> {
+    let pem = curl_stdout
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .expect("curl printed a certificate");
+    let b64: String = pem
+        .split("-----END")
+        .next()
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64_decode(&b64)
+}
+
+/// Standard base64 (with or without padding) to bytes.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut out, mut acc, mut bits) = (Vec::with_capacity(text.len() * 3 / 4), 0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .expect("base64 character") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
