@@ -7,7 +7,24 @@ use bytes::BytesMut;
 use tlsgate_wire::{ClientHelloInfo, Peek, peek_client_hello};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::context::Shared;
 use crate::error::ConnError;
+use crate::flow::Role;
+
+/// [`read_client_hello`] within the gateway's bounds (`limits.max_client_hello`,
+/// `timeouts.detect`), counted in `tlsgate_client_hello_peeks_total` for `role` by outcome.
+pub async fn client_hello<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    role: Role,
+) -> Result<ClientHelloInfo, ConnError> {
+    let max = shared.limits.max_client_hello;
+    let result = read_client_hello(io, buf, max, shared.timeouts.detect).await;
+    let outcome = result.as_ref().map(|_| ());
+    shared.flows.metrics().count_hello(role, outcome);
+    result
+}
 
 /// Reads from `io` into `buf` until `buf` holds a whole ClientHello of at most `max` bytes.
 ///
@@ -33,6 +50,9 @@ async fn read_loop<S: AsyncRead + Unpin>(
 ) -> Result<ClientHelloInfo, ConnError> {
     loop {
         let need = match peek_client_hello(buf, max) {
+            Peek::Complete(info) if sni_is_ip_literal(&info) => {
+                return Err(ConnError::ClientSniIpLiteral);
+            }
             Peek::Complete(info) => return Ok(info),
             Peek::NotTls => return Err(ConnError::ClientNotTls),
             Peek::Invalid(kind) => return Err(ConnError::ClientHelloInvalid(kind)),
@@ -51,6 +71,17 @@ async fn read_loop<S: AsyncRead + Unpin>(
             ));
         }
     }
+}
+
+/// RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName". An IP in the SNI
+/// would name a connection by an address instead of a name (routing, policy and minting all expect
+/// names), so such a hello is refused. (The parser already refuses `:`, so only IPv4 gets here.)
+fn sni_is_ip_literal(info: &ClientHelloInfo) -> bool {
+    info.sni.as_deref().is_some_and(|sni| {
+        sni.trim_end_matches('.')
+            .parse::<std::net::IpAddr>()
+            .is_ok()
+    })
 }
 
 /// Reads at least one byte into `buf` within `timeout` (used to sniff non-TLS protocols).

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -16,6 +17,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::CertSettings;
 use crate::error::ConnError;
+use crate::metrics::{Histogram, MINT_SECONDS_BUCKETS};
 
 /// A minted leaf ready for rustls.
 pub struct Leaf {
@@ -33,6 +35,8 @@ pub struct CertStore {
     ca: Arc<CertAuthority>,
     /// Leaves minted so far (cache misses that signed a certificate).
     mints: Arc<AtomicU64>,
+    /// Time each mint took on the blocking pool.
+    mint_seconds: Arc<Histogram>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -69,6 +73,7 @@ impl CertStore {
             inflight: Mutex::new(HashMap::new()),
             ca: settings.ca.clone(),
             mints: Arc::new(AtomicU64::new(0)),
+            mint_seconds: Arc::new(Histogram::new(&MINT_SECONDS_BUCKETS)),
         })
     }
 
@@ -84,6 +89,11 @@ impl CertStore {
     /// How many leaves were signed since start.
     pub fn mint_count(&self) -> u64 {
         self.mints.load(Ordering::Relaxed)
+    }
+
+    /// The mint latency histogram (`tlsgate_cert_mint_duration_seconds`).
+    pub fn mint_seconds(&self) -> &Arc<Histogram> {
+        &self.mint_seconds
     }
 
     /// A leaf for `name` (a DNS name, or an IP literal for an IP SAN), minted from the request.
@@ -117,11 +127,15 @@ impl CertStore {
         };
         let minter = self.minter.clone();
         let mints = self.mints.clone();
+        let mint_seconds = self.mint_seconds.clone();
         let result = cell
             .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || {
                     mints.fetch_add(1, Ordering::Relaxed);
-                    mint(&minter)
+                    let started = Instant::now();
+                    let minted = mint(&minter);
+                    mint_seconds.observe(started.elapsed());
+                    minted
                 })
                 .await
                 .map_err(|e| ConnError::LocalMint(e.to_string()))?
