@@ -28,6 +28,17 @@ pub struct Visibility {
     /// The admin API (`/flows`, `/metrics`, ...); `None`: no admin server.
     pub admin: Option<AdminSettings>,
     pub flows: FlowSettings,
+    /// Every flow record as a JSON line (`flows.access_log`); `None`: no access log.
+    pub access_log: Option<AccessLogTarget>,
+}
+
+/// Where the access log goes (docs/flows.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// `-`: the process's stdout.
+    Stdout,
+    /// A file opened append-only (created 0640) and reopened by name on SIGUSR1.
+    File(std::path::PathBuf),
 }
 
 /// The admin API's socket and credentials. Validation refuses a non-loopback address without a
@@ -59,10 +70,15 @@ impl std::fmt::Debug for AdminSettings {
     }
 }
 
-/// The flow ring behind `/flows`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The flow ring behind `/flows`, and what flow records hide.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowSettings {
     pub ring_size: usize,
+    /// Request headers whose values flow records show as `[REDACTED]`, in addition to the
+    /// built-in credential headers (`Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`).
+    pub redact_headers: Vec<http::HeaderName>,
+    /// Drop the query string from URLs in flow records.
+    pub redact_url_query: bool,
 }
 
 impl FlowSettings {
@@ -70,12 +86,19 @@ impl FlowSettings {
     pub const DEFAULT_RING_SIZE: usize = 10_000;
     /// The largest ring accepted (about half a GiB of records).
     pub const MAX_RING_SIZE: usize = 1_000_000;
+    /// Queries are kept by default: they are often what an operator needs to see, and the
+    /// credentials that do travel in URLs can be hidden with this switch.
+    pub const DEFAULT_REDACT_URL_QUERY: bool = false;
+    /// Configured redacted headers accepted (each is compared on every header of every record).
+    pub const MAX_REDACT_HEADERS: usize = 64;
 }
 
 impl Default for FlowSettings {
     fn default() -> Self {
         Self {
             ring_size: Self::DEFAULT_RING_SIZE,
+            redact_headers: Vec::new(),
+            redact_url_query: Self::DEFAULT_REDACT_URL_QUERY,
         }
     }
 }
@@ -143,8 +166,43 @@ pub struct RelayUpstream {
     pub tls_h2: Arc<rustls::ClientConfig>,
     /// Client TLS config without ALPN, for the raw `tls` transport (TLS 1.3 only).
     pub tls_raw: Arc<rustls::ClientConfig>,
-    /// Number of h2 connections kept open.
+    /// Number of h2 connections kept open to each endpoint.
     pub pool_size: usize,
+    /// How the addresses `host` resolves to are refreshed and how failing ones are retried.
+    pub endpoints: EndpointSettings,
+}
+
+/// The relay's endpoints (the addresses its host resolves to, like Envoy's STRICT_DNS cluster):
+/// re-resolution period and the ejection backoff of a failing endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointSettings {
+    /// Period of re-resolution of the relay's host name.
+    pub resolve_interval: Duration,
+    /// First retry delay of an ejected endpoint; doubled on each further failure ...
+    pub retry_backoff_min: Duration,
+    /// ... up to this.
+    pub retry_backoff_max: Duration,
+}
+
+impl EndpointSettings {
+    /// Envoy's `dns_refresh_rate` default for STRICT_DNS clusters: a changed relay address set is
+    /// picked up within seconds, at one query per interval.
+    pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+    /// A relay restarting is usually back within a second; retrying sooner only adds refused
+    /// connects (a retry is one connection attempt, not a tunnel: clients never wait on it).
+    pub const DEFAULT_RETRY_BACKOFF_MIN: Duration = Duration::from_secs(1);
+    /// Envoy's base ejection time: a relay that stays down costs one connect per 30 s.
+    pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+}
+
+impl Default for EndpointSettings {
+    fn default() -> Self {
+        Self {
+            resolve_interval: Self::DEFAULT_RESOLVE_INTERVAL,
+            retry_backoff_min: Self::DEFAULT_RETRY_BACKOFF_MIN,
+            retry_backoff_max: Self::DEFAULT_RETRY_BACKOFF_MAX,
+        }
+    }
 }
 
 impl RelayUpstream {
@@ -201,6 +259,15 @@ pub struct Timeouts {
     pub http_header_read: Duration,
     pub shutdown_grace: Duration,
     pub relay_wait: Duration,
+    /// One HTTP request, from its parsed head to the response head (the head itself is bounded by
+    /// `http_header_read`): every HTTP listener and the interceptor's HTTP service.
+    pub http_request: Duration,
+}
+
+impl Timeouts {
+    /// Long enough for a slow origin behind a slow relay, short enough that a stalled request does
+    /// not hold a connection slot for minutes.
+    pub const DEFAULT_HTTP_REQUEST: Duration = Duration::from_secs(60);
 }
 
 impl Default for Timeouts {
@@ -216,6 +283,7 @@ impl Default for Timeouts {
             shutdown_grace: Duration::from_secs(30),
             // New tunnels wait briefly for a relay that is reconnecting instead of failing at once.
             relay_wait: Duration::from_secs(5),
+            http_request: Self::DEFAULT_HTTP_REQUEST,
         }
     }
 }
@@ -228,6 +296,29 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
     pub http1_max_headers: usize,
     pub http1_max_header_bytes: usize,
+    /// Connections from one source IP at once, per listener.
+    pub max_connections_per_source: usize,
+    /// Concurrent tunnels (CONNECT streams and raw `tls` tunnels) per relay client identity: its
+    /// client certificate when it presented one, else its source IP.
+    pub max_tunnels_per_client: usize,
+    /// Bound on one HTTP/2 header block (decoded), advertised as SETTINGS_MAX_HEADER_LIST_SIZE; it
+    /// also bounds CONTINUATION frames per block (h2 refuses more than ~list size / frame size).
+    pub h2_max_header_list_size: u32,
+    /// Streams a client may reset before they were accepted (rapid reset, CVE-2023-44487); one
+    /// more and the connection gets GOAWAY ENHANCE_YOUR_CALM.
+    pub h2_max_pending_resets: usize,
+}
+
+impl Limits {
+    /// Per source IP and listener: far above what one host or a small NAT needs, far below the
+    /// listener's `max_connections`, so one client cannot take all the slots (slowloris).
+    pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 1024;
+    /// Half a listener's default `max_connections`: one edge cannot hold all of a relay's tunnels.
+    pub const DEFAULT_MAX_TUNNELS_PER_CLIENT: usize = 5000;
+    /// 64 KiB: the same bound as an HTTP/1 head (`http1_max_header_bytes`).
+    pub const DEFAULT_H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+    /// hyper's default is 20; 32 tolerates clients cancelling a page's worth of requests at once.
+    pub const DEFAULT_H2_MAX_PENDING_RESETS: usize = 32;
 }
 
 impl Default for Limits {
@@ -239,6 +330,10 @@ impl Default for Limits {
             h2_max_concurrent_streams: 100,
             http1_max_headers: 100,
             http1_max_header_bytes: 64 * 1024,
+            max_connections_per_source: Self::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            max_tunnels_per_client: Self::DEFAULT_MAX_TUNNELS_PER_CLIENT,
+            h2_max_header_list_size: Self::DEFAULT_H2_MAX_HEADER_LIST_SIZE,
+            h2_max_pending_resets: Self::DEFAULT_H2_MAX_PENDING_RESETS,
         }
     }
 }
@@ -252,12 +347,21 @@ pub struct InterceptListener {
     /// The L7 policy (tlsgate or Cilium format): when set, it decides connections and requests
     /// instead of `rules`, and is reloaded when its file changes.
     pub policy: Option<Arc<crate::policy::PolicySlot>>,
+    /// Audit mode (Cilium's policy audit mode): what `policy` or `rules` would refuse by a rule
+    /// decision (`no_rule`, `deny_rule`, `policy_denied`, `denied`) is let through instead (a
+    /// connection spliced, a request forwarded) and recorded with the verdict `AUDIT`.
+    pub policy_audit: bool,
     pub certs: Arc<CertSettings>,
     /// Trust anchors that verify origins when re-encrypting (the system store or a configured
     /// bundle); built with `tls::upstream_roots`.
     pub upstream_roots: Arc<rustls::RootCertStore>,
     /// Hosts whose invalid certificates are accepted anyway (labs only; every flow says so).
     pub danger_accept_invalid_upstream_certs: Vec<FqdnPattern>,
+}
+
+impl InterceptListener {
+    /// Refusals are enforced unless the operator asks for audit mode.
+    pub const DEFAULT_POLICY_AUDIT: bool = false;
 }
 
 /// How clients reach the interceptor.

@@ -41,6 +41,9 @@ fn is_sensitive(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_sensitive_v4(v4);
             }
+            if let Some(v4) = embedded_v4(v6) {
+                return is_sensitive_v4(v4);
+            }
             let seg0 = v6.segments()[0];
             v6.is_loopback()
                 || v6.is_unspecified()
@@ -49,6 +52,23 @@ fn is_sensitive(ip: IpAddr) -> bool {
                 || (seg0 & 0xffc0) == 0xfe80 // link-local
         }
     }
+}
+
+/// The IPv4 address carried by IPv6 forms that reach it: IPv4-compatible `::a.b.c.d` (deprecated,
+/// still routed by some stacks), NAT64 `64:ff9b::/96` (RFC 6052) and 6to4 `2002::/16` (RFC 3056).
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let tail = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..6] == [0; 6] && (s[6] != 0 || s[7] > 1) {
+        return Some(tail(s[6], s[7]));
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(tail(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        return Some(tail(s[1], s[2]));
+    }
+    None
 }
 
 fn is_sensitive_v4(v4: Ipv4Addr) -> bool {
@@ -60,6 +80,8 @@ fn is_sensitive_v4(v4: Ipv4Addr) -> bool {
         || v4.is_unspecified()
         || v4.octets()[0] == 0 // 0.0.0.0/8 ("this network")
         || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64) // 100.64.0.0/10 shared space
+        || v4.octets()[..3] == [192, 0, 0] // 192.0.0.0/24 IETF protocol assignments
+        || v4.octets()[0] >= 240 // 240.0.0.0/4 reserved
 }
 
 /// How upstream names become addresses.
@@ -92,6 +114,30 @@ impl Resolver {
         let resolver =
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build();
         Self::Dns(Arc::new(resolver))
+    }
+
+    /// A resolver asking the same servers with a cache of its own, so [`Resolver::clear_cache`] on
+    /// it (periodic re-resolution of relay endpoints) does not empty the cache other roles use.
+    pub fn dedicated(&self) -> Self {
+        match self {
+            Self::System => Self::System,
+            Self::Dns(shared) => {
+                let resolver = TokioResolver::builder_with_config(
+                    shared.config().clone(),
+                    TokioConnectionProvider::default(),
+                )
+                .with_options(shared.options().clone())
+                .build();
+                Self::Dns(Arc::new(resolver))
+            }
+        }
+    }
+
+    /// Forgets cached answers (the system resolver keeps none in-process).
+    pub fn clear_cache(&self) {
+        if let Self::Dns(resolver) = self {
+            resolver.clear_cache();
+        }
     }
 
     /// Resolves `host:port`: an IP literal as is, else a name.
@@ -180,6 +226,14 @@ mod tests {
             "ff02::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b::10.0.0.1",
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::1",
+            "192.0.0.170",
+            "240.0.0.1",
         ] {
             assert!(!guard.permits(ip(bad)), "{bad} must be refused");
         }
@@ -194,6 +248,8 @@ mod tests {
             "203.0.113.5",
             "2001:db8::1",
             "8.8.8.8",
+            "64:ff9b::203.0.113.5",
+            "2002:c000:0205::1",
         ] {
             assert!(guard.permits(ip(good)), "{good} must be permitted");
         }

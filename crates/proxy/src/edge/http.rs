@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::Transport;
 use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
@@ -34,6 +35,7 @@ pub async fn serve(
     relay: Arc<RelayClient>,
     shared: Arc<Shared>,
 ) {
+    let conn = ConnCtx::new(listener.clone(), Role::Edge, Mode::Http, client);
     let service = {
         let shared = shared.clone();
         service_fn(move |req| {
@@ -43,7 +45,7 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(handle(req, ctx, &relay, &shared).await) }
         })
     };
-    crate::http_server::serve_http1(tcp, service, &shared).await;
+    crate::http_server::serve_http1(tcp, service, &shared, conn).await;
 }
 
 async fn handle(
@@ -64,9 +66,9 @@ async fn handle(
     };
     ctx.name = Some(host_of(&authority));
     let result = if is_upgrade(req.headers()) {
-        upgrade(req, &authority, ctx.clone(), relay, shared).await
+        upgrade(req, &authority, &mut ctx, relay, shared).await
     } else {
-        forward(req, &authority, relay).await
+        forward(req, &authority, &mut ctx, relay).await
     };
     match result {
         Ok(response) => {
@@ -89,6 +91,7 @@ async fn handle(
 async fn forward(
     req: Request<Incoming>,
     authority: &str,
+    ctx: &mut ConnCtx,
     relay: &RelayClient,
 ) -> Result<Response<Body>, ConnError> {
     let (mut parts, body) = req.into_parts();
@@ -103,7 +106,8 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
     let request = Request::from_parts(parts, body.boxed());
-    let response = relay.send(request).await?;
+    let (endpoint, response) = relay.send(request).await?;
+    ctx.upstream = Some(endpoint.to_string());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
@@ -118,13 +122,16 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 async fn upgrade(
     mut req: Request<Incoming>,
     authority: &str,
-    ctx: ConnCtx,
+    ctx: &mut ConnCtx,
     relay: &RelayClient,
     shared: &Arc<Shared>,
 ) -> Result<Response<Body>, ConnError> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let host = host_of(authority);
-    let mut tunnel = relay.open_h2(&format!("{host}:80")).await?;
+    let opened = relay.open_h2_via(&format!("{host}:80")).await;
+    let open = (shared.flows.metrics()).count_tunnel(Transport::H2, opened.as_ref().map(|_| ()));
+    let (endpoint, mut tunnel) = opened?;
+    ctx.upstream = Some(endpoint.to_string());
     let head = request_head(&req);
     tunnel
         .write_all(&head)
@@ -140,7 +147,9 @@ async fn upgrade(
     let leftover = buf.split_off(head_len).freeze();
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let shared = shared.clone();
+        let ctx = ctx.clone();
         shared.clone().spawn(async move {
+            let _open = open;
             let (moved, result) = match on_upgrade.await {
                 Ok(client) => {
                     splice(

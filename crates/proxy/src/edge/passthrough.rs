@@ -11,7 +11,7 @@ use crate::config::{EdgeTls, Transport};
 use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
-use crate::flow::{Mode, Role};
+use crate::flow::{Mode, Role, TlsFacts};
 use crate::io::{Moved, splice};
 use crate::transport::{RelayClient, Tunnel};
 
@@ -37,17 +37,11 @@ async fn tunnel(
     shared: &Shared,
 ) -> (Moved, Result<(), ConnError>) {
     let mut prefix = BytesMut::with_capacity(2048);
-    let hello = match detect::read_client_hello(
-        &mut tcp,
-        &mut prefix,
-        shared.limits.max_client_hello,
-        shared.timeouts.detect,
-    )
-    .await
-    {
+    let hello = match detect::client_hello(&mut tcp, &mut prefix, shared, Role::Edge).await {
         Ok(hello) => hello,
         Err(e) => return (read_only(&prefix), Err(e)),
     };
+    ctx.tls = Some(TlsFacts::offered(&hello));
     let (name, has_sni) = match (hello.sni, &edge.default_sni) {
         (Some(sni), _) => (sni, true),
         (None, Some(default)) => (default.clone(), false),
@@ -60,10 +54,23 @@ async fn tunnel(
     let opened = if has_sni || relay.upstream.transport == Transport::H2 {
         relay.open(&authority).await
     } else {
-        relay.open_h2(&authority).await.map(Tunnel::H2)
+        relay
+            .open_h2_via(&authority)
+            .await
+            .map(|(addr, stream)| (addr, Tunnel::H2(stream)))
     };
+    let transport = if has_sni {
+        relay.upstream.transport
+    } else {
+        Transport::H2
+    };
+    let _open = (shared.flows.metrics()).count_tunnel(transport, opened.as_ref().map(|_| ()));
     let tunnel = match opened {
-        Ok(tunnel) => tunnel,
+        Ok((endpoint, tunnel)) => {
+            // The flow names the relay endpoint that carries the tunnel.
+            ctx.upstream = Some(endpoint.to_string());
+            tunnel
+        }
         Err(e) => return (read_only(&prefix), Err(e)),
     };
     let prefix = prefix.freeze();

@@ -1,9 +1,12 @@
-//! The `h2` transport: a small pool of long-lived TLS 1.3 connections to the relay (ALPN `h2`), each
-//! carrying many HTTP/2 CONNECT streams. A background task per slot keeps its connection up and
-//! reconnects with backoff; new tunnels wait up to `relay_wait` for a connection instead of failing.
+//! The `h2` transport: long-lived TLS 1.3 connections to the relay (ALPN `h2`), `pool_size` per
+//! endpoint, each carrying many HTTP/2 CONNECT streams. A background task per slot keeps its
+//! connection up, reconnecting when its endpoint's ejection backoff allows; new tunnels take a
+//! connection of the next healthy endpoint in turn, fail over to another endpoint when a stream
+//! cannot be opened, and wait up to `relay_wait` when no connection is up.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,13 +15,14 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::endpoints::{EjectReason, Endpoints};
 use super::{Body, tls};
 use crate::config::{RelayUpstream, Timeouts};
 use crate::error::ConnError;
-use crate::upstream::Resolver;
 
 /// Per-stream receive window: large enough that one tunnel can fill a fast link (the 64 KiB protocol
 /// default caps a stream at 64 KiB per round trip).
@@ -30,129 +34,263 @@ pub const H2_MAX_FRAME: u32 = 64 * 1024;
 /// Ping interval that detects a relay that vanished without closing the connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Least time between two connection attempts of one slot, whatever wakes it (a relay closing
+/// connections gracefully, tunnels waiting while every endpoint is ejected).
+const MIN_RECONNECT_SPACING: Duration = Duration::from_millis(100);
 
-/// The pool of h2 connections to one relay.
+/// The pool of h2 connections to one relay's endpoints.
 pub struct Pool {
-    slots: Vec<Arc<Slot>>,
+    relay: Arc<RelayUpstream>,
+    endpoints: Arc<Endpoints>,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+    slots: Mutex<Vec<Arc<Slot>>>,
     next: AtomicUsize,
+    /// Bumped whenever a slot's connection comes up or goes down.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 struct Slot {
+    addr: SocketAddr,
     relay: Arc<RelayUpstream>,
-    resolver: Resolver,
+    endpoints: Arc<Endpoints>,
     timeouts: Timeouts,
-    shutdown: CancellationToken,
-    started: Once,
+    /// Cancelled at shutdown or when the endpoint leaves the relay's address set.
+    stop: CancellationToken,
+    /// Wakes a slot waiting out its endpoint's backoff (used when every endpoint is ejected).
+    kick: Notify,
     state: watch::Sender<Option<SendRequest<Body>>>,
+    changes: Arc<watch::Sender<u64>>,
     last_error: Mutex<String>,
 }
 
 impl Pool {
     pub fn new(
         relay: Arc<RelayUpstream>,
-        resolver: Resolver,
+        endpoints: Arc<Endpoints>,
         timeouts: Timeouts,
         shutdown: CancellationToken,
     ) -> Self {
-        let slots = (0..relay.pool_size.max(1))
-            .map(|_| {
-                Arc::new(Slot {
-                    relay: relay.clone(),
-                    resolver: resolver.clone(),
-                    timeouts,
-                    shutdown: shutdown.clone(),
-                    started: Once::new(),
-                    state: watch::Sender::new(None),
-                    last_error: Mutex::new("not connected yet".into()),
-                })
-            })
-            .collect();
         Self {
-            slots,
+            relay,
+            endpoints,
+            timeouts,
+            shutdown,
+            slots: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
+            changes: Arc::new(watch::Sender::new(0)),
         }
     }
 
-    /// Opens a CONNECT stream for `authority` and returns it once the relay answered 200.
-    pub async fn connect_stream(&self, authority: &str) -> Result<TokioIo<Upgraded>, ConnError> {
-        let mut sender = self.ready_sender().await?;
-        let request = Request::builder()
-            .method(Method::CONNECT)
-            .uri(authority)
-            .body(
-                Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .map_err(|_| ConnError::RelayRefused(StatusCode::BAD_REQUEST.as_u16()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(ConnError::RelayHttp)?;
-        if response.status() != StatusCode::OK {
-            return Err(ConnError::RelayRefused(response.status().as_u16()));
-        }
-        let upgraded = hyper::upgrade::on(response)
-            .await
-            .map_err(ConnError::RelayHttp)?;
-        Ok(TokioIo::new(upgraded))
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+        // Updates are single pushes/retains: a poisoned list is still consistent.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends a forwarded request on a pooled connection.
+    /// Opens a CONNECT stream for `authority` and returns it, with the endpoint that carries it,
+    /// once the relay answered 200. A stream that cannot be opened on one endpoint (its connection
+    /// died) is retried on the next one; a CONNECT has no body, so a retry is always safe.
+    pub async fn connect_stream(
+        &self,
+        authority: &str,
+    ) -> Result<(SocketAddr, TokioIo<Upgraded>), ConnError> {
+        let mut tried = Vec::new();
+        loop {
+            let (addr, mut sender) = self.ready_sender(&tried).await?;
+            let request = Request::builder()
+                .method(Method::CONNECT)
+                .uri(authority)
+                .body(
+                    Empty::<Bytes>::new()
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+                .map_err(|_| ConnError::RelayRefused(StatusCode::BAD_REQUEST.as_u16()))?;
+            // The relay answers once it has connected upstream (within its connect timeout); an
+            // answer later than that plus a handshake's time means the link is gone.
+            let bound = self.timeouts.connect + self.timeouts.handshake;
+            let sent = tokio::time::timeout(bound, sender.try_send_request(request)).await;
+            let response = match sent {
+                Ok(Ok(response)) => response,
+                Ok(Err(mut e)) => {
+                    let _ = e.take_message();
+                    let error = ConnError::RelayHttp(e.into_error());
+                    self.endpoints
+                        .failed(addr, EjectReason::H2ConnectionError, &error);
+                    tried.push(addr);
+                    self.last_chance(&tried, error)?;
+                    continue;
+                }
+                Err(_) => {
+                    let error = ConnError::RelayUnavailable(format!(
+                        "no answer to CONNECT from {addr} within {bound:?}"
+                    ));
+                    self.endpoints
+                        .failed(addr, EjectReason::H2ConnectionError, &error);
+                    tried.push(addr);
+                    self.last_chance(&tried, error)?;
+                    continue;
+                }
+            };
+            self.endpoints.succeeded(addr);
+            if response.status() != StatusCode::OK {
+                return Err(ConnError::RelayRefused(response.status().as_u16()));
+            }
+            let upgraded = hyper::upgrade::on(response)
+                .await
+                .map_err(ConnError::RelayHttp)?;
+            return Ok((addr, TokioIo::new(upgraded)));
+        }
+    }
+
+    /// Sends a forwarded request on a pooled connection. A request that never left (its
+    /// connection had died) is retried on the next endpoint; one that was sent is not (its body
+    /// may be half consumed).
     pub async fn send(
         &self,
         request: Request<Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, ConnError> {
-        let mut sender = self.ready_sender().await?;
-        sender
-            .send_request(request)
-            .await
-            .map_err(ConnError::RelayHttp)
-    }
-
-    /// A connected sender: round-robin over slots, preferring one that is up; otherwise waits up to
-    /// `relay_wait` for the first slot to (re)connect.
-    async fn ready_sender(&self) -> Result<SendRequest<Body>, ConnError> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.slots.len();
-        for i in 0..n {
-            let slot = &self.slots[(start + i) % n];
-            slot.ensure_started();
-            if let Some(sender) = slot.current() {
-                return Ok(sender);
+    ) -> Result<(SocketAddr, http::Response<hyper::body::Incoming>), ConnError> {
+        let mut tried = Vec::new();
+        let mut request = request;
+        loop {
+            let (addr, mut sender) = self.ready_sender(&tried).await?;
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.endpoints.succeeded(addr);
+                    return Ok((addr, response));
+                }
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let error = ConnError::RelayHttp(e.into_error());
+                    self.endpoints
+                        .failed(addr, EjectReason::H2ConnectionError, &error);
+                    let Some(unsent) = unsent else {
+                        return Err(error);
+                    };
+                    request = unsent;
+                    tried.push(addr);
+                    self.last_chance(&tried, error)?;
+                }
             }
         }
-        let slot = &self.slots[start % n];
-        let mut rx = slot.state.subscribe();
-        let wait = async {
-            loop {
-                if let Some(sender) = rx.borrow_and_update().clone()
-                    && !sender.is_closed()
-                {
-                    return Ok(sender);
-                }
-                if rx.changed().await.is_err() {
-                    return Err(());
+    }
+
+    /// `Err(error)` once every endpoint has been tried in this attempt.
+    fn last_chance(&self, tried: &[SocketAddr], error: ConnError) -> Result<(), ConnError> {
+        if self.endpoints.addrs().iter().all(|a| tried.contains(a)) {
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// A connected sender of the first endpoint in turn (see [`Endpoints::candidates`]) that has a
+    /// connection up, skipping `tried`; waits up to `relay_wait` for one to come up.
+    async fn ready_sender(
+        &self,
+        tried: &[SocketAddr],
+    ) -> Result<(SocketAddr, SendRequest<Body>), ConnError> {
+        self.endpoints
+            .ensure_resolved()
+            .await
+            .map_err(|e| ConnError::RelayUnavailable(format!("resolving the relay: {e}")))?;
+        let deadline = Instant::now() + self.timeouts.relay_wait;
+        let mut changes = self.changes.subscribe();
+        loop {
+            changes.borrow_and_update();
+            self.sync_slots();
+            let candidates: Vec<SocketAddr> = self
+                .endpoints
+                .candidates()
+                .into_iter()
+                .filter(|a| !tried.contains(a))
+                .collect();
+            for addr in &candidates {
+                if let Some(sender) = self.sender_for(*addr) {
+                    return Ok((*addr, sender));
                 }
             }
-        };
-        match tokio::time::timeout(slot.timeouts.relay_wait, wait).await {
-            Ok(Ok(sender)) => Ok(sender),
-            _ => Err(ConnError::RelayUnavailable(slot.last_error())),
+            if !self.endpoints.any_usable() {
+                // Every endpoint is ejected: try them now rather than make this tunnel fail.
+                for slot in self.lock().iter() {
+                    slot.kick.notify_one();
+                }
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(ConnError::RelayUnavailable(self.last_error()));
+            }
+        }
+    }
+
+    /// A live sender of one of `addr`'s slots, in turn.
+    fn sender_for(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+        let slots = self.lock();
+        let mine: Vec<&Arc<Slot>> = slots.iter().filter(|s| s.addr == addr).collect();
+        if mine.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..mine.len()).find_map(|i| mine[(start + i) % mine.len()].current())
+    }
+
+    /// Gives every endpoint `pool_size` slots and stops the slots of endpoints that are gone.
+    fn sync_slots(&self) {
+        let addrs = self.endpoints.addrs();
+        let mut slots = self.lock();
+        slots.retain(|slot| {
+            let keep = addrs.contains(&slot.addr);
+            if !keep {
+                tracing::info!(relay = %self.relay.name, endpoint = %slot.addr, "relay endpoint gone: closing its connections once idle");
+                slot.stop.cancel();
+            }
+            keep
+        });
+        for addr in addrs {
+            let have = slots.iter().filter(|s| s.addr == addr).count();
+            for _ in have..self.relay.pool_size.max(1) {
+                let slot = Arc::new(Slot {
+                    addr,
+                    relay: self.relay.clone(),
+                    endpoints: self.endpoints.clone(),
+                    timeouts: self.timeouts,
+                    stop: self.shutdown.child_token(),
+                    kick: Notify::new(),
+                    state: watch::Sender::new(None),
+                    changes: self.changes.clone(),
+                    last_error: Mutex::new("not connected yet".into()),
+                });
+                tokio::spawn(slot.clone().maintain());
+                slots.push(slot);
+            }
+        }
+    }
+
+    fn last_error(&self) -> String {
+        let errors: Vec<String> = self
+            .lock()
+            .iter()
+            .map(|s| format!("{}: {}", s.addr, s.last_error()))
+            .collect();
+        if errors.is_empty() {
+            return "the relay has no endpoint".into();
+        }
+        errors.join("; ")
+    }
+}
+
+impl Drop for Pool {
+    /// A dropped pool (its relay client replaced by a reload) stops its slots: each connection
+    /// closes once its last stream ends.
+    fn drop(&mut self) {
+        for slot in self.lock().iter() {
+            slot.stop.cancel();
         }
     }
 }
 
 impl Slot {
-    fn ensure_started(self: &Arc<Self>) {
-        self.started.call_once(|| {
-            let slot = self.clone();
-            tokio::spawn(async move { slot.maintain().await });
-        });
-    }
-
     fn current(&self) -> Option<SendRequest<Body>> {
         self.state
             .borrow()
@@ -174,43 +312,63 @@ impl Slot {
         }
     }
 
-    /// Keeps one connection up until shutdown; reconnects with exponential backoff.
-    async fn maintain(&self) {
-        let mut backoff = BACKOFF_MIN;
-        while !self.shutdown.is_cancelled() {
-            match connect(&self.relay, &self.resolver, &self.timeouts).await {
-                Ok((sender, conn)) => {
-                    backoff = BACKOFF_MIN;
-                    tracing::debug!(relay = %self.relay.name, "h2 connection to relay up");
-                    self.state.send_replace(Some(sender));
-                    tokio::pin!(conn);
-                    let ended = tokio::select! {
-                        r = conn.as_mut() => Some(r),
-                        () = self.shutdown.cancelled() => None,
-                    };
-                    self.state.send_replace(None);
-                    match ended {
-                        Some(Ok(())) => self.set_error("relay closed the connection".into()),
-                        Some(Err(e)) => {
-                            tracing::info!(relay = %self.relay.name, "h2 connection to relay ended: {e}");
-                            self.set_error(format!("connection ended: {e}"));
-                        }
-                        // Shutting down: no new streams; in-flight ones hold their own handles and
-                        // the connection closes once they finish. Never reconnect.
-                        None => {
-                            let _ = conn.await;
-                            return;
-                        }
-                    }
+    fn publish(&self, sender: Option<SendRequest<Body>>) {
+        self.state.send_replace(sender);
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Keeps one connection to the endpoint up until stopped; waits out the endpoint's ejection
+    /// backoff between attempts.
+    async fn maintain(self: Arc<Self>) {
+        let mut last_attempt: Option<Instant> = None;
+        loop {
+            if let Some(at) = self.endpoints.retry_at(self.addr) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = self.kick.notified() => {}
+                    () = self.stop.cancelled() => return,
                 }
-                Err(e) => {
-                    tracing::warn!(relay = %self.relay.name, retry_in = ?backoff, "connecting to relay: {e}");
+            }
+            if let Some(last) = last_attempt {
+                tokio::select! {
+                    () = tokio::time::sleep_until(last + MIN_RECONNECT_SPACING) => {}
+                    () = self.stop.cancelled() => return,
+                }
+            }
+            if self.stop.is_cancelled() {
+                return;
+            }
+            last_attempt = Some(Instant::now());
+            let (sender, conn) = match connect(self.addr, &self.relay, &self.timeouts).await {
+                Ok(up) => up,
+                Err((reason, e)) => {
+                    self.endpoints.failed(self.addr, reason, &e);
                     self.set_error(e.to_string());
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            self.endpoints.succeeded(self.addr);
+            tracing::debug!(relay = %self.relay.name, endpoint = %self.addr, "h2 connection to relay up");
+            self.publish(Some(sender));
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                () = self.stop.cancelled() => None,
+            };
+            self.publish(None);
+            match ended {
+                Some(Ok(())) => self.set_error("the relay closed the connection".into()),
+                Some(Err(e)) => {
+                    let error = ConnError::RelayHttp(e);
+                    self.endpoints
+                        .failed(self.addr, EjectReason::H2ConnectionError, &error);
+                    self.set_error(error.to_string());
+                }
+                // Stopping: no new streams; in-flight ones hold their own handles and the
+                // connection closes once they finish. Never reconnect.
+                None => {
+                    let _ = conn.await;
+                    return;
                 }
             }
         }
@@ -223,16 +381,17 @@ type Connection = hyper::client::conn::http2::Connection<
     TokioExecutor,
 >;
 
-/// One TLS 1.3 + HTTP/2 connection to the relay.
+/// One TLS 1.3 + HTTP/2 connection to one relay endpoint.
 async fn connect(
+    addr: SocketAddr,
     relay: &RelayUpstream,
-    resolver: &Resolver,
     timeouts: &Timeouts,
-) -> Result<(SendRequest<Body>, Connection), ConnError> {
-    let stream = tls::handshake(relay, resolver, timeouts, relay.tls_h2.clone()).await?;
+) -> Result<(SendRequest<Body>, Connection), (EjectReason, ConnError)> {
+    let stream = tls::handshake(addr, relay, timeouts, relay.tls_h2.clone()).await?;
     if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
-        return Err(ConnError::RelayUnavailable(
-            "the relay did not negotiate ALPN h2".into(),
+        return Err((
+            EjectReason::H2HandshakeFailed,
+            ConnError::RelayUnavailable(format!("the relay at {addr} did not negotiate ALPN h2")),
         ));
     }
     hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -245,5 +404,5 @@ async fn connect(
         .keep_alive_while_idle(true)
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(ConnError::RelayHttp)
+        .map_err(|e| (EjectReason::H2HandshakeFailed, ConnError::RelayHttp(e)))
 }

@@ -1,9 +1,11 @@
 //! Tunnel transports from an edge to a relay: multiplexed HTTP/2 CONNECT streams, or one outer TLS
 //! connection per inner connection.
 
+pub mod endpoints;
 pub mod h2;
 pub mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{RelayUpstream, Timeouts, Transport};
 use crate::error::ConnError;
 use crate::upstream::Resolver;
+use endpoints::Endpoints;
 
 /// Request and response bodies on the h2 path: streamed, never buffered whole.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -30,51 +33,76 @@ pub enum Tunnel {
 }
 
 /// An edge's handle on one relay: opens tunnels with the configured transport, and sends forwarded
-/// HTTP requests over the h2 pool (plain HTTP always travels as HTTP/2 over TLS 1.3).
+/// HTTP requests over the h2 pool (plain HTTP always travels as HTTP/2 over TLS 1.3). Both
+/// transports share one endpoint set (see [`endpoints`]).
 pub struct RelayClient {
     pub upstream: Arc<RelayUpstream>,
-    resolver: Resolver,
+    endpoints: Arc<Endpoints>,
     timeouts: Timeouts,
     pool: h2::Pool,
 }
 
 impl RelayClient {
-    /// Creates the client; its h2 pool connects lazily on first use and reconnects with backoff.
+    /// Creates the client; the relay's host is resolved and its h2 pool connects on first use.
     pub fn new(
         upstream: Arc<RelayUpstream>,
         resolver: Resolver,
         timeouts: Timeouts,
         shutdown: CancellationToken,
     ) -> Self {
-        let pool = h2::Pool::new(upstream.clone(), resolver.clone(), timeouts, shutdown);
+        let endpoints = Arc::new(Endpoints::new(
+            upstream.clone(),
+            &resolver,
+            shutdown.clone(),
+        ));
+        let pool = h2::Pool::new(upstream.clone(), endpoints.clone(), timeouts, shutdown);
         Self {
             upstream,
-            resolver,
+            endpoints,
             timeouts,
             pool,
         }
     }
 
-    /// Opens a tunnel for `authority` (`name:port`) with the relay's configured transport.
-    pub async fn open(&self, authority: &str) -> Result<Tunnel, ConnError> {
+    /// The relay's endpoint set.
+    pub fn endpoints(&self) -> &Arc<Endpoints> {
+        &self.endpoints
+    }
+
+    /// Opens a tunnel for `authority` (`name:port`) with the relay's configured transport; returns
+    /// the endpoint that carries it.
+    pub async fn open(&self, authority: &str) -> Result<(SocketAddr, Tunnel), ConnError> {
         match self.upstream.transport {
-            Transport::H2 => self.pool.connect_stream(authority).await.map(Tunnel::H2),
-            Transport::Tls => tls::connect(&self.upstream, &self.resolver, &self.timeouts)
+            Transport::H2 => self
+                .pool
+                .connect_stream(authority)
                 .await
-                .map(|s| Tunnel::Tls(Box::new(s))),
+                .map(|(addr, stream)| (addr, Tunnel::H2(stream))),
+            Transport::Tls => tls::connect(&self.upstream, &self.endpoints, &self.timeouts)
+                .await
+                .map(|(addr, stream)| (addr, Tunnel::Tls(Box::new(stream)))),
         }
     }
 
-    /// Opens an HTTP/2 CONNECT stream regardless of the configured transport (used for HTTP upgrades).
-    pub async fn open_h2(&self, authority: &str) -> Result<TokioIo<Upgraded>, ConnError> {
+    /// Opens an HTTP/2 CONNECT stream regardless of the configured transport (used for HTTP
+    /// upgrades and hellos without SNI); returns the endpoint that carries it.
+    pub async fn open_h2_via(
+        &self,
+        authority: &str,
+    ) -> Result<(SocketAddr, TokioIo<Upgraded>), ConnError> {
         self.pool.connect_stream(authority).await
     }
 
-    /// Sends a forwarded HTTP request over the h2 pool.
+    /// [`RelayClient::open_h2_via`] without the endpoint.
+    pub async fn open_h2(&self, authority: &str) -> Result<TokioIo<Upgraded>, ConnError> {
+        self.open_h2_via(authority).await.map(|(_, stream)| stream)
+    }
+
+    /// Sends a forwarded HTTP request over the h2 pool; returns the endpoint that carried it.
     pub async fn send(
         &self,
         request: http::Request<Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, ConnError> {
+    ) -> Result<(SocketAddr, http::Response<hyper::body::Incoming>), ConnError> {
         self.pool.send(request).await
     }
 }

@@ -237,6 +237,7 @@ pub fn relay_upstream(
         tls_h2,
         tls_raw,
         pool_size: 1,
+        endpoints: Default::default(),
     })
 }
 
@@ -244,6 +245,16 @@ pub fn relay_upstream(
 pub async fn start_edge_with(upstream: Arc<RelayUpstream>, timeouts: Timeouts) -> Running {
     let mut config = edge_config(upstream, None);
     config.timeouts = timeouts;
+    start(config).await
+}
+
+/// An edge like [`start_edge`] whose config `edit` may change first (DNS server, timeouts, ...).
+pub async fn start_edge_edited(
+    upstream: Arc<RelayUpstream>,
+    edit: impl FnOnce(&mut Config),
+) -> Running {
+    let mut config = edge_config(upstream, None);
+    edit(&mut config);
     start(config).await
 }
 
@@ -348,6 +359,7 @@ pub fn explicit_interceptor(
             default: InterceptAction::Bump,
         }),
         policy,
+        policy_audit: false,
         certs: Arc::new(CertSettings {
             ca,
             strategy,

@@ -47,6 +47,16 @@ pub struct AdminFile {
 pub struct FlowsFile {
     #[serde(default)]
     pub ring_size: Option<usize>,
+    /// Request header names (any case) whose values flow records redact, besides the built-in
+    /// credential headers.
+    #[serde(default)]
+    pub redact_headers: Option<Vec<String>>,
+    /// Drop query strings from the URLs in flow records.
+    #[serde(default)]
+    pub redact_url_query: Option<bool>,
+    /// Every flow record as a JSON line: a file (relative to the config file) or `-` for stdout.
+    #[serde(default)]
+    pub access_log: Option<PathBuf>,
 }
 
 /// A relay as seen from an edge.
@@ -67,6 +77,15 @@ pub struct RelayFile {
     pub transport: Option<TransportFile>,
     #[serde(default)]
     pub pool_size: Option<usize>,
+    /// How often the host is re-resolved (absent: `EndpointSettings::DEFAULT_RESOLVE_INTERVAL`).
+    #[serde(default, with = "humantime_serde::option")]
+    pub resolve_interval: Option<Duration>,
+    /// First retry delay of an ejected endpoint (absent: `EndpointSettings::DEFAULT_*`).
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_backoff_min: Option<Duration>,
+    /// Largest retry delay of an ejected endpoint.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_backoff_max: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -125,6 +144,10 @@ pub struct ListenerFile {
     /// instead of `rules`; reloaded when it changes.
     #[serde(default)]
     pub policy: Option<PathBuf>,
+    /// `intercept`: audit mode: what `policy` or `rules` would refuse is let through and
+    /// recorded with the verdict `AUDIT`.
+    #[serde(default)]
+    pub policy_audit: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -249,6 +272,8 @@ pub struct TimeoutsFile {
     pub shutdown_grace: Option<Duration>,
     #[serde(default, with = "humantime_serde::option")]
     pub relay_wait: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub http_request: Option<Duration>,
 }
 
 /// Absent keys take `tlsgate_proxy::config::Limits::default()`.
@@ -265,4 +290,12 @@ pub struct LimitsFile {
     pub http1_max_headers: Option<usize>,
     #[serde(default)]
     pub http1_max_header_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_connections_per_source: Option<usize>,
+    #[serde(default)]
+    pub max_tunnels_per_client: Option<usize>,
+    #[serde(default)]
+    pub h2_max_header_list_size: Option<u32>,
+    #[serde(default)]
+    pub h2_max_pending_resets: Option<usize>,
 }

@@ -16,10 +16,10 @@ use tlsgate_ca::{CaError, CertAuthority};
 use tlsgate_policy::FqdnPattern;
 use tlsgate_policy::fqdn::normalize_name;
 use tlsgate_proxy::config::{
-    AdminSettings, CertSettings, CertStrategy, Config, EdgeHttp, EdgeTls, FlowSettings,
-    InterceptAction, InterceptListener, InterceptMode, InterceptRule, InterceptRules, Limits,
-    Listener, ListenerKind, RelayListener, RelayUpstream, Route, Routes, TargetHost, Timeouts,
-    Transport, UpstreamTarget, Visibility,
+    AccessLogTarget, AdminSettings, CertSettings, CertStrategy, Config, EdgeHttp, EdgeTls,
+    EndpointSettings, FlowSettings, InterceptAction, InterceptListener, InterceptMode,
+    InterceptRule, InterceptRules, Limits, Listener, ListenerKind, RelayListener, RelayUpstream,
+    Route, Routes, TargetHost, Timeouts, Transport, UpstreamTarget, Visibility,
 };
 use tlsgate_proxy::intercept::InterceptState;
 use tlsgate_proxy::policy::PolicySlot;
@@ -150,6 +150,7 @@ impl Validator<'_> {
             .and_then(|a| self.parsed("admin", a))
             .and_then(|a| self.admin(&a));
         let mut settings = FlowSettings::default();
+        let mut access_log = None;
         if let Some(file) = flows.and_then(|f| self.parsed("flows", f)) {
             match file.ring_size {
                 Some(n) if n == 0 || n > FlowSettings::MAX_RING_SIZE => self.error(
@@ -159,11 +160,62 @@ impl Validator<'_> {
                 Some(n) => settings.ring_size = n,
                 None => {}
             }
+            settings.redact_headers = self.redact_headers(file.redact_headers.unwrap_or_default());
+            settings.redact_url_query = file
+                .redact_url_query
+                .unwrap_or(FlowSettings::DEFAULT_REDACT_URL_QUERY);
+            access_log = file.access_log.and_then(|path| self.access_log(&path));
         }
         Visibility {
             admin,
             flows: settings,
+            access_log,
         }
+    }
+
+    /// `flows.redact_headers`: valid header names (stored lower-case), at most
+    /// `FlowSettings::MAX_REDACT_HEADERS`.
+    fn redact_headers(&mut self, names: Vec<String>) -> Vec<http::HeaderName> {
+        if names.len() > FlowSettings::MAX_REDACT_HEADERS {
+            self.error(
+                "flows.redact_headers",
+                format!("at most {} names", FlowSettings::MAX_REDACT_HEADERS),
+            );
+        }
+        let mut headers = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(header) => headers.push(header),
+                Err(_) => self.error(
+                    format!("flows.redact_headers[{i}]"),
+                    format!("{name:?} is not a valid header name"),
+                ),
+            }
+        }
+        headers
+    }
+
+    /// `-` is stdout; a file must be in an existing directory (it is created at start).
+    fn access_log(&mut self, path: &Path) -> Option<AccessLogTarget> {
+        if path == Path::new("-") {
+            return Some(AccessLogTarget::Stdout);
+        }
+        let full = self.resolve(path);
+        let dir = full
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let problem = if path.as_os_str().is_empty() {
+            "is empty; give a file, or - for stdout".to_owned()
+        } else if full.is_dir() {
+            format!("{} is a directory", full.display())
+        } else if !dir.is_dir() {
+            format!("directory {} does not exist", dir.display())
+        } else {
+            return Some(AccessLogTarget::File(full));
+        };
+        self.error("flows.access_log", problem);
+        None
     }
 
     fn admin(&mut self, file: &AdminFile) -> Option<AdminSettings> {
@@ -247,9 +299,16 @@ impl Validator<'_> {
             None | Some(TransportFile::H2) => Transport::H2,
             Some(TransportFile::Tls) => Transport::Tls,
         };
+        let endpoints = self.endpoint_settings(at, &relay);
 
-        let ((host, port), server_name, cas, identity, pool_size) =
-            (address?, server_name?, cas?, identity?, pool_size?);
+        let ((host, port), server_name, cas, identity, pool_size, endpoints) = (
+            address?,
+            server_name?,
+            cas?,
+            identity?,
+            pool_size?,
+            endpoints?,
+        );
         let (tls_h2, tls_raw) = match tls::relay_client_configs(&cas, identity) {
             Ok(configs) => configs,
             Err(err) => {
@@ -273,7 +332,53 @@ impl Validator<'_> {
             tls_h2,
             tls_raw,
             pool_size,
+            endpoints,
         })
+    }
+
+    /// Re-resolution period and ejection backoff; each greater than zero, min ≤ max.
+    fn endpoint_settings(&mut self, at: &str, relay: &RelayFile) -> Option<EndpointSettings> {
+        let mut settings = EndpointSettings::default();
+        let mut ok = true;
+        let fields = [
+            (
+                "resolve_interval",
+                &mut settings.resolve_interval,
+                relay.resolve_interval,
+            ),
+            (
+                "retry_backoff_min",
+                &mut settings.retry_backoff_min,
+                relay.retry_backoff_min,
+            ),
+            (
+                "retry_backoff_max",
+                &mut settings.retry_backoff_max,
+                relay.retry_backoff_max,
+            ),
+        ];
+        for (key, slot, value) in fields {
+            match value {
+                Some(d) if d.is_zero() => {
+                    self.error(format!("{at}.{key}"), "must be greater than zero");
+                    ok = false;
+                }
+                Some(d) => *slot = d,
+                None => {}
+            }
+        }
+        if ok && settings.retry_backoff_min > settings.retry_backoff_max {
+            self.error(
+                format!("{at}.retry_backoff_min"),
+                format!(
+                    "{} is above retry_backoff_max ({})",
+                    humantime::format_duration(settings.retry_backoff_min),
+                    humantime::format_duration(settings.retry_backoff_max)
+                ),
+            );
+            ok = false;
+        }
+        ok.then_some(settings)
     }
 
     /// `Some(None)`: no client certificate; `None`: an error was recorded.
@@ -386,6 +491,7 @@ impl Validator<'_> {
             ("rules", listener.rules.is_some()),
             ("default_action", listener.default_action.is_some()),
             ("policy", listener.policy.is_some()),
+            ("policy_audit", listener.policy_audit.is_some()),
         ];
         let allowed: &[&str] = match kind {
             ListenerKindFile::TlsPassthrough => &["relay", "inner_port", "default_sni"],
@@ -400,6 +506,7 @@ impl Validator<'_> {
                 "rules",
                 "default_action",
                 "policy",
+                "policy_audit",
             ],
         };
         for (key, _) in present
@@ -513,6 +620,9 @@ impl Validator<'_> {
                 Some(slot) => Some(slot?),
                 None => None,
             },
+            policy_audit: listener
+                .policy_audit
+                .unwrap_or(InterceptListener::DEFAULT_POLICY_AUDIT),
             certs: Arc::new(CertSettings {
                 ca: Arc::new(ca?),
                 strategy,
@@ -905,6 +1015,11 @@ impl Validator<'_> {
                 file.shutdown_grace,
             ),
             ("relay_wait", &mut timeouts.relay_wait, file.relay_wait),
+            (
+                "http_request",
+                &mut timeouts.http_request,
+                file.http_request,
+            ),
         ];
         for (key, slot, value) in fields {
             match value {
@@ -944,6 +1059,21 @@ impl Validator<'_> {
                 &mut limits.http1_max_header_bytes,
                 file.http1_max_header_bytes,
             ),
+            (
+                "max_connections_per_source",
+                &mut limits.max_connections_per_source,
+                file.max_connections_per_source,
+            ),
+            (
+                "max_tunnels_per_client",
+                &mut limits.max_tunnels_per_client,
+                file.max_tunnels_per_client,
+            ),
+            (
+                "h2_max_pending_resets",
+                &mut limits.h2_max_pending_resets,
+                file.h2_max_pending_resets,
+            ),
         ];
         for (key, slot, value) in fields {
             match value {
@@ -952,13 +1082,24 @@ impl Validator<'_> {
                 None => {}
             }
         }
-        match file.h2_max_concurrent_streams {
-            Some(0) => self.error(
-                "limits.h2_max_concurrent_streams",
-                "must be greater than zero",
+        let fields = [
+            (
+                "h2_max_concurrent_streams",
+                &mut limits.h2_max_concurrent_streams,
+                file.h2_max_concurrent_streams,
             ),
-            Some(n) => limits.h2_max_concurrent_streams = n,
-            None => {}
+            (
+                "h2_max_header_list_size",
+                &mut limits.h2_max_header_list_size,
+                file.h2_max_header_list_size,
+            ),
+        ];
+        for (key, slot, value) in fields {
+            match value {
+                Some(0) => self.error(format!("limits.{key}"), "must be greater than zero"),
+                Some(n) => *slot = n,
+                None => {}
+            }
         }
         limits
     }
@@ -1520,6 +1661,58 @@ limits: {max_connections: lots}
     }
 
     #[test]
+    fn audit_mode_is_off_by_default_and_for_intercept_listeners_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_intercept_pki(dir.path());
+        let listener = "{name: p, kind: intercept, listen: \"127.0.0.1:0\", ca: {dir: ca}, upstream_ca: roots.pem";
+        let config = validate_yaml(&format!("listeners:\n- {listener}}}\n"), dir.path())
+            .expect("valid config");
+        assert_eq!(
+            intercept(&config, 0).policy_audit,
+            InterceptListener::DEFAULT_POLICY_AUDIT
+        );
+        const { assert!(!InterceptListener::DEFAULT_POLICY_AUDIT) };
+        let yaml = format!("listeners:\n- {listener}, policy_audit: true}}\n");
+        let config = validate_yaml(&yaml, dir.path()).expect("valid config");
+        assert!(intercept(&config, 0).policy_audit);
+        let on_relay = GOOD.replacen("kind: relay", "kind: relay\n    policy_audit: true", 1);
+        assert_ne!(on_relay, GOOD, "GOOD has a relay listener");
+        let paths = error_paths(validate_yaml(&on_relay, dir.path()));
+        assert_eq!(paths.len(), 1, "{paths:?}");
+        assert!(paths[0].ends_with(".policy_audit"), "{paths:?}");
+    }
+
+    #[test]
+    fn flows_redaction_keys_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_pki(dir.path());
+        let config = validate_yaml(GOOD, dir.path()).expect("valid config");
+        assert!(config.visibility.flows.redact_headers.is_empty());
+        assert_eq!(
+            config.visibility.flows.redact_url_query,
+            FlowSettings::DEFAULT_REDACT_URL_QUERY
+        );
+        let yaml = format!(
+            "{GOOD}flows: {{redact_headers: [X-Api-Key, x-session], redact_url_query: true}}\n"
+        );
+        let config = validate_yaml(&yaml, dir.path()).expect("valid config");
+        let names: Vec<&str> = config
+            .visibility
+            .flows
+            .redact_headers
+            .iter()
+            .map(http::HeaderName::as_str)
+            .collect();
+        assert_eq!(names, ["x-api-key", "x-session"]);
+        assert!(config.visibility.flows.redact_url_query);
+        let bad = format!("{GOOD}flows: {{redact_headers: [ok, \"bad name\"]}}\n");
+        assert_eq!(
+            error_paths(validate_yaml(&bad, dir.path())),
+            ["flows.redact_headers[1]"]
+        );
+    }
+
+    #[test]
     fn intercept_reads_every_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         write_intercept_pki(dir.path());
@@ -1775,6 +1968,10 @@ mod docs_tests {
             listener.default_action.as_ref().and_then(|a| a.value),
             Some(InterceptActionFile::Bump)
         );
+        assert_eq!(
+            listener.policy_audit,
+            Some(InterceptListener::DEFAULT_POLICY_AUDIT)
+        );
     }
 
     #[test]
@@ -1802,6 +1999,7 @@ mod docs_tests {
                 defaults.shutdown_grace,
             ),
             ("relay_wait", timeouts.relay_wait, defaults.relay_wait),
+            ("http_request", timeouts.http_request, defaults.http_request),
         ];
         for (key, shown, default) in shown {
             assert_eq!(shown, Some(default), "timeouts.{key} in docs/config.md");
@@ -1823,9 +2021,29 @@ mod docs_tests {
             limits.http1_max_header_bytes,
             Some(defaults.http1_max_header_bytes)
         );
+        assert_eq!(
+            limits.max_connections_per_source,
+            Some(defaults.max_connections_per_source)
+        );
+        assert_eq!(
+            limits.max_tunnels_per_client,
+            Some(defaults.max_tunnels_per_client)
+        );
+        assert_eq!(
+            limits.h2_max_header_list_size,
+            Some(defaults.h2_max_header_list_size)
+        );
+        assert_eq!(
+            limits.h2_max_pending_resets,
+            Some(defaults.h2_max_pending_resets)
+        );
 
         let relay = file.relays[0].value.as_ref().expect("sample relay");
         assert_eq!(relay.pool_size, Some(DEFAULT_POOL_SIZE));
+        let endpoints = EndpointSettings::default();
+        assert_eq!(relay.resolve_interval, Some(endpoints.resolve_interval));
+        assert_eq!(relay.retry_backoff_min, Some(endpoints.retry_backoff_min));
+        assert_eq!(relay.retry_backoff_max, Some(endpoints.retry_backoff_max));
         let https = file.listeners[0].value.as_ref().expect("sample listener");
         assert_eq!(https.inner_port, Some(DEFAULT_INNER_PORT));
     }

@@ -1,0 +1,333 @@
+//! A relay's endpoints, kept in one place for both transports (Envoy's STRICT_DNS cluster with
+//! ROUND_ROBIN): the addresses the relay's host resolves to (A and AAAA), re-resolved every
+//! `resolve_interval`; new tunnels are spread over the healthy ones in turn; an endpoint that fails
+//! (connect refused or timed out, TLS handshake failure, h2 connection error) is ejected and becomes
+//! eligible again after an exponential backoff (`retry_backoff_min` doubling up to `retry_backoff_max`).
+//!
+//! When every endpoint is ejected, the ejected ones are still offered (soonest retry first) rather
+//! than failing outright, like Envoy's panic threshold: a relay that is back is found at once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{EndpointSettings, RelayUpstream};
+use crate::error::ConnError;
+use crate::upstream::Resolver;
+
+/// Why an endpoint was ejected: a stable label for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EjectReason {
+    ConnectRefused,
+    ConnectTimeout,
+    ConnectFailed,
+    HandshakeFailed,
+    HandshakeTimeout,
+    /// The relay did not negotiate ALPN `h2`, or the HTTP/2 handshake failed.
+    H2HandshakeFailed,
+    /// An established HTTP/2 connection ended with an error, or a stream could not be opened on it.
+    H2ConnectionError,
+}
+
+impl EjectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectRefused => "connect_refused",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::ConnectFailed => "connect_failed",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::H2HandshakeFailed => "h2_handshake_failed",
+            Self::H2ConnectionError => "h2_connection_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    addr: SocketAddr,
+    /// Consecutive failures; 0: healthy.
+    failures: u32,
+    /// While ejected: when the endpoint may be tried again.
+    retry_at: Option<Instant>,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    fn usable(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| at <= now)
+    }
+}
+
+/// The endpoint set of one relay.
+pub struct Endpoints {
+    relay: Arc<RelayUpstream>,
+    settings: EndpointSettings,
+    /// A resolver with its own cache, emptied before each re-resolution (Envoy's STRICT_DNS
+    /// re-resolves every `dns_refresh_rate` whatever the TTL).
+    resolver: Resolver,
+    set: Mutex<Vec<Endpoint>>,
+    next: AtomicUsize,
+    /// Bumped whenever the set of addresses changes.
+    version: watch::Sender<u64>,
+    /// Serialises the first resolution so a burst of tunnels asks once.
+    first: tokio::sync::Mutex<()>,
+    refresher: Once,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("relay", &self.relay.name)
+            .field("set", &self.lock().as_slice())
+            .finish()
+    }
+}
+
+impl Endpoints {
+    pub fn new(
+        relay: Arc<RelayUpstream>,
+        resolver: &Resolver,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            settings: relay.endpoints,
+            relay,
+            resolver: resolver.dedicated(),
+            set: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            version: watch::Sender::new(0),
+            first: tokio::sync::Mutex::new(()),
+            refresher: Once::new(),
+            shutdown,
+        }
+    }
+
+    pub fn relay_name(&self) -> &str {
+        &self.relay.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Endpoint>> {
+        // A panic while holding the lock cannot leave the list half-updated (every update is a
+        // single assignment), so a poisoned lock's data is still good.
+        self.set
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Resolves the relay's host if no address is known yet, and starts the periodic
+    /// re-resolution. Fails only when there is no address at all.
+    pub async fn ensure_resolved(self: &Arc<Self>) -> Result<(), ConnError> {
+        self.refresher.call_once(|| {
+            let weak = Arc::downgrade(self);
+            let shutdown = self.shutdown.clone();
+            let interval = self.settings.resolve_interval;
+            tokio::spawn(refresh(weak, interval, shutdown));
+        });
+        if !self.lock().is_empty() {
+            return Ok(());
+        }
+        let _first = self.first.lock().await;
+        if !self.lock().is_empty() {
+            return Ok(());
+        }
+        self.resolve().await
+    }
+
+    /// Asks for the relay's addresses now and merges them into the set: addresses that stay keep
+    /// their health, new ones start healthy, gone ones are dropped. A failed or empty answer keeps
+    /// the old set (a DNS outage must not take the relay away).
+    pub async fn resolve(&self) -> Result<(), ConnError> {
+        self.resolver.clear_cache();
+        let mut addrs = self
+            .resolver
+            .resolve(&self.relay.host, self.relay.port)
+            .await?;
+        addrs.sort();
+        addrs.dedup();
+        let changed = {
+            let mut set = self.lock();
+            let before: Vec<SocketAddr> = set.iter().map(|e| e.addr).collect();
+            if before == addrs {
+                false
+            } else {
+                let merged = addrs
+                    .iter()
+                    .map(|addr| {
+                        set.iter()
+                            .find(|e| e.addr == *addr)
+                            .cloned()
+                            .unwrap_or_else(|| Endpoint::new(*addr))
+                    })
+                    .collect();
+                *set = merged;
+                true
+            }
+        };
+        if changed {
+            tracing::info!(relay = %self.relay.name, endpoints = ?addrs, "relay endpoints resolved");
+            self.version.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+
+    /// The current addresses, in resolution order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.lock().iter().map(|e| e.addr).collect()
+    }
+
+    /// Notified when the address set changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The order in which one tunnel attempt tries endpoints: the usable ones (healthy, or ejected
+    /// with their retry time come) starting at the next in turn, then the ejected ones, soonest
+    /// retry first.
+    pub fn candidates(&self) -> Vec<SocketAddr> {
+        let now = Instant::now();
+        let set = self.lock();
+        let usable: Vec<SocketAddr> = set
+            .iter()
+            .filter(|e| e.usable(now))
+            .map(|e| e.addr)
+            .collect();
+        let mut ejected: Vec<&Endpoint> = set.iter().filter(|e| !e.usable(now)).collect();
+        ejected.sort_by_key(|e| e.retry_at);
+        let mut order = Vec::with_capacity(set.len());
+        if !usable.is_empty() {
+            let start = self.next.fetch_add(1, Ordering::Relaxed) % usable.len();
+            order.extend(usable[start..].iter().chain(&usable[..start]));
+        }
+        order.extend(ejected.iter().map(|e| e.addr));
+        order
+    }
+
+    /// Whether `addr` is healthy or due for a retry.
+    pub fn is_usable(&self, addr: SocketAddr) -> bool {
+        let now = Instant::now();
+        self.lock().iter().any(|e| e.addr == addr && e.usable(now))
+    }
+
+    /// Whether any endpoint is healthy or due for a retry.
+    pub fn any_usable(&self) -> bool {
+        let now = Instant::now();
+        self.lock().iter().any(|e| e.usable(now))
+    }
+
+    /// When an ejected `addr` may be tried again; `None` when it may be tried now.
+    pub fn retry_at(&self, addr: SocketAddr) -> Option<Instant> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .find(|e| e.addr == addr)
+            .and_then(|e| e.retry_at)
+            .filter(|at| *at > now)
+    }
+
+    /// A connection to `addr` succeeded: it is healthy again.
+    pub fn succeeded(&self, addr: SocketAddr) {
+        let mut set = self.lock();
+        let Some(endpoint) = set.iter_mut().find(|e| e.addr == addr) else {
+            return;
+        };
+        if endpoint.failures > 0 {
+            tracing::info!(relay = %self.relay.name, endpoint = %addr, "relay endpoint healthy again");
+        }
+        endpoint.failures = 0;
+        endpoint.retry_at = None;
+    }
+
+    /// `addr` failed: eject it for `retry_backoff_min · 2^(failures-1)`, at most `retry_backoff_max`.
+    pub fn failed(&self, addr: SocketAddr, reason: EjectReason, detail: &ConnError) {
+        let mut set = self.lock();
+        let Some(endpoint) = set.iter_mut().find(|e| e.addr == addr) else {
+            return;
+        };
+        endpoint.failures = endpoint.failures.saturating_add(1);
+        let backoff = backoff(&self.settings, endpoint.failures);
+        endpoint.retry_at = Some(Instant::now() + backoff);
+        if endpoint.failures == 1 {
+            tracing::warn!(
+                relay = %self.relay.name, endpoint = %addr, reason = reason.as_str(),
+                retry_in = ?backoff, "relay endpoint ejected: {detail}"
+            );
+        } else {
+            tracing::debug!(
+                relay = %self.relay.name, endpoint = %addr, reason = reason.as_str(),
+                failures = endpoint.failures, retry_in = ?backoff, "relay endpoint still failing: {detail}"
+            );
+        }
+    }
+}
+
+/// The ejection time after `failures` consecutive failures (≥ 1).
+fn backoff(settings: &EndpointSettings, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    settings
+        .retry_backoff_min
+        .saturating_mul(1 << doublings)
+        .min(settings.retry_backoff_max)
+}
+
+/// Re-resolves every `interval` until shutdown or until the endpoint set is dropped.
+async fn refresh(endpoints: Weak<Endpoints>, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some(endpoints) = endpoints.upgrade() else {
+            return;
+        };
+        if let Err(e) = endpoints.resolve().await {
+            tracing::warn!(
+                relay = %endpoints.relay_name(), reason = e.reason(),
+                "re-resolving the relay failed; keeping its endpoints: {e}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EndpointSettings {
+        EndpointSettings {
+            resolve_interval: Duration::from_secs(5),
+            retry_backoff_min: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_min_and_stops_at_max() {
+        let s = settings();
+        let got: Vec<u64> = (1..=7).map(|n| backoff(&s, n).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(backoff(&s, u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn ejected_endpoint_is_usable_again_once_its_retry_time_comes() {
+        let now = Instant::now();
+        let mut e = Endpoint::new("127.0.0.1:1".parse().unwrap());
+        assert!(e.usable(now));
+        e.retry_at = Some(now + Duration::from_secs(1));
+        assert!(!e.usable(now));
+        assert!(e.usable(now + Duration::from_secs(1)));
+    }
+}
