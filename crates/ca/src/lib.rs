@@ -17,6 +17,7 @@ mod cache;
 mod encoding;
 mod error;
 mod files;
+mod inspect;
 mod mint;
 
 pub use authority::{
@@ -25,6 +26,7 @@ pub use authority::{
 };
 pub use cache::{CacheStats, EXPIRY_MARGIN, LeafCache};
 pub use error::CaError;
+pub use inspect::{CertNames, MAX_NAME_LEN, cert_names};
 pub use mint::{DEFAULT_LEAF_LIFETIME, LeafFiles, LeafRequest, MintedLeaf, Minter};
 
 #[cfg(test)]

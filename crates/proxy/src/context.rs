@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Limits, Timeouts};
 use crate::error::ConnError;
-use crate::flow::{FlowId, FlowRecord, Flows, Mode, Role, Verdict};
+use crate::flow::{FlowId, FlowRecord, Flows, Mode, Role, TlsFacts, UpstreamCert, Verdict};
 use crate::io::Moved;
 use crate::upstream::{DestinationGuard, Resolver};
 
@@ -44,6 +44,23 @@ impl Shared {
         .await
     }
 
+    /// Refuses `host:port` at once when every address it resolves to (within the connect timeout)
+    /// is forbidden by the destination guard, so an explicit CONNECT gets 403 instead of 200 and a
+    /// later failure. Not a substitute for [`Shared::connect`], which checks the addresses it
+    /// actually connects to (a name may resolve differently by then: DNS rebinding).
+    pub async fn vet_destination(&self, host: &str, port: u16) -> Result<(), ConnError> {
+        let resolving = self.resolver.resolve(host, port);
+        let addrs = tokio::time::timeout(self.timeouts.connect, resolving)
+            .await
+            .map_err(|_| ConnError::UpstreamConnectTimeout)??;
+        match addrs.iter().find(|a| !self.guard.permits(a.ip())) {
+            Some(forbidden) if addrs.iter().all(|a| !self.guard.permits(a.ip())) => {
+                Err(ConnError::PolicyDestinationForbidden(forbidden.ip()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Spawns a connection-scoped task: tracked for draining, dropped when the grace period ends.
     pub fn spawn<F>(&self, task: F)
     where
@@ -72,6 +89,37 @@ pub struct ConnCtx {
     pub status: Option<u16>,
     /// For HTTP request flows: the method and the full URL (`https://host/path?query`).
     pub http: Option<HttpFacts>,
+    /// For TLS connections and the requests in them: what the client offered, the origin's cert.
+    pub tls: Option<TlsFacts>,
+    /// Set when the listener is in audit mode and the policy would have refused this traffic,
+    /// which was let through: the record's verdict becomes `AUDIT`.
+    pub audit: Option<Audit>,
+}
+
+/// Why audited traffic would have been refused.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// The refusal's stable reason label (`policy_denied`, `no_rule`, ...).
+    pub reason: &'static str,
+    /// The policy rule (set) that would have refused it.
+    pub rule: Option<String>,
+    /// The refusal, in words.
+    pub detail: String,
+}
+
+impl Audit {
+    /// The would-be refusal `error`.
+    pub fn of(error: &ConnError) -> Self {
+        let rule = match error {
+            ConnError::PolicyVerdict { rule, .. } => rule.clone(),
+            _ => None,
+        };
+        Self {
+            reason: error.reason(),
+            rule,
+            detail: format!("audit mode, would be refused: {error}"),
+        }
+    }
 }
 
 /// What a request flow records about the request.
@@ -160,21 +208,43 @@ impl ConnCtx {
             upstream: None,
             status: None,
             http: None,
+            tls: None,
+            audit: None,
+        }
+    }
+
+    /// Records the origin's certificate on this context's TLS facts.
+    pub fn set_upstream_cert(&mut self, cert: Option<UpstreamCert>) {
+        if cert.is_some() {
+            self.tls.get_or_insert_with(TlsFacts::default).upstream_cert = cert;
         }
     }
 
     /// Writes the flow record for this context: the only place a connection's outcome is recorded.
     pub fn finish(self, shared: &Shared, moved: Moved, result: &Result<(), ConnError>) {
         let error = result.as_ref().err();
-        let rule = match error {
-            Some(ConnError::PolicyVerdict { rule, .. }) => rule.clone(),
-            _ => None,
+        let (verdict, mut rule, mut reason, mut detail) = (
+            Verdict::of(error),
+            match error {
+                Some(ConnError::PolicyVerdict { rule, .. }) => rule.clone(),
+                _ => None,
+            },
+            error.map(ConnError::reason),
+            error.map(ToString::to_string),
+        );
+        // A failure after the audited refusal (the origin was down) is what the record reports.
+        let verdict = match (error, self.audit) {
+            (None, Some(audit)) => {
+                (rule, reason, detail) = (audit.rule, Some(audit.reason), Some(audit.detail));
+                Verdict::Audit
+            }
+            _ => verdict,
         };
         let record = FlowRecord {
             time: SystemTime::now(),
             uuid: FlowId::random(),
             request_uuid: FlowId::random(),
-            verdict: Verdict::of(error),
+            verdict,
             rule,
             listener: self.listener,
             role: self.role,
@@ -182,13 +252,14 @@ impl ConnCtx {
             client: self.client,
             name: self.name,
             upstream: self.upstream,
-            reason: error.map(ConnError::reason),
-            detail: error.map(ToString::to_string),
+            reason,
+            detail,
             status: self.status,
             http: self.http,
             bytes_from_client: moved.from_client,
             bytes_to_client: moved.to_client,
             duration: self.started.elapsed(),
+            tls: self.tls,
         };
         shared.flows.emit(record, error);
     }

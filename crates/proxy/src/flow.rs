@@ -4,6 +4,7 @@
 //! to the metrics counters and to one log line. [`hubble`] renders them as Hubble-compatible JSON,
 //! [`ring`] keeps the most recent ones for the admin API.
 
+pub mod access_log;
 pub mod filter;
 pub mod hubble;
 pub mod ring;
@@ -71,6 +72,10 @@ pub enum Verdict {
     Dropped,
     /// Ended by a failure on either side.
     Error,
+    /// Let through although the policy would have refused it: the listener is in audit mode
+    /// (`policy_audit: true`, like Cilium's policy audit mode). `reason` and `rule` say why it
+    /// would have been refused.
+    Audit,
 }
 
 impl Verdict {
@@ -79,12 +84,16 @@ impl Verdict {
             Self::Forwarded => "FORWARDED",
             Self::Dropped => "DROPPED",
             Self::Error => "ERROR",
+            Self::Audit => "AUDIT",
         }
     }
 
-    /// `FORWARDED`, `dropped`, ... (any case).
+    /// Every verdict, in the order documented.
+    pub const ALL: [Self; 4] = [Self::Forwarded, Self::Dropped, Self::Error, Self::Audit];
+
+    /// `FORWARDED`, `dropped`, `AUDIT`, ... (any case).
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Forwarded, Self::Dropped, Self::Error]
+        Self::ALL
             .into_iter()
             .find(|v| v.as_str().eq_ignore_ascii_case(text))
     }
@@ -165,6 +174,125 @@ pub struct FlowRecord {
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     pub duration: Duration,
+    /// For TLS connections and the requests carried in them: what the client offered and, when
+    /// bumped, the origin's certificate.
+    pub tls: Option<TlsFacts>,
+}
+
+/// The TLS facts of a flow (docs/flows.md, `tlsgate.alpn`, `tls_version`, `upstream_cert`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// The ALPN protocols the client offered in its ClientHello, in its order (at most
+    /// [`TlsFacts::MAX_ALPN`], each cut at [`TlsFacts::MAX_ALPN_LEN`] bytes, lossy UTF-8).
+    pub alpn: Vec<String>,
+    /// The highest TLS version the client offered (`supported_versions`, else the legacy version).
+    pub version: Option<&'static str>,
+    /// Bumped connections: the origin's certificate and its verification.
+    pub upstream_cert: Option<UpstreamCert>,
+}
+
+impl TlsFacts {
+    /// ALPN protocols kept per flow: browsers offer two or three.
+    pub const MAX_ALPN: usize = 8;
+    /// Bytes of one ALPN protocol id kept (ids are at most 255 bytes; real ones are short).
+    pub const MAX_ALPN_LEN: usize = 32;
+
+    /// What the client offered in `hello`.
+    pub fn offered(hello: &tlsgate_wire::ClientHelloInfo) -> Self {
+        let alpn = hello
+            .alpn
+            .iter()
+            .take(Self::MAX_ALPN)
+            .map(|p| String::from_utf8_lossy(&p[..p.len().min(Self::MAX_ALPN_LEN)]).into_owned())
+            .collect();
+        let highest = hello
+            .supported_versions
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(hello.legacy_version);
+        Self {
+            alpn,
+            version: tls_version_name(highest),
+            upstream_cert: None,
+        }
+    }
+}
+
+/// `TLSv1.3`, ... for the versions tlsgate can meet; `None` for others (never peer text).
+pub fn tls_version_name(version: u16) -> Option<&'static str> {
+    match version {
+        0x0300 => Some("SSLv3"),
+        0x0301 => Some("TLSv1.0"),
+        0x0302 => Some("TLSv1.1"),
+        0x0303 => Some("TLSv1.2"),
+        0x0304 => Some("TLSv1.3"),
+        _ => None,
+    }
+}
+
+/// The origin's leaf certificate as a bumped connection met it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamCert {
+    /// RFC 4514-style distinguished names, cut at `tlsgate_ca::MAX_NAME_LEN` bytes; empty when
+    /// the certificate could not be parsed.
+    pub subject: String,
+    pub issuer: String,
+    /// Whether it verified against the listener's trust anchors for the requested name.
+    pub verified: bool,
+    /// When not verified: a stable label ([`UpstreamCert::ERRORS`]).
+    pub error: Option<&'static str>,
+}
+
+impl UpstreamCert {
+    /// Every `error` label (docs/flows.md lists them).
+    pub const ERRORS: [&'static str; 7] = [
+        "unknown_issuer",
+        "name_mismatch",
+        "expired",
+        "not_yet_valid",
+        "revoked",
+        "bad_signature",
+        "invalid",
+    ];
+}
+
+/// What is hidden from flow records besides the built-in credential headers
+/// ([`crate::context::HttpFacts::SENSITIVE`]); applied in [`Flows::emit`], before anything sees
+/// the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redaction {
+    /// Header names (lower-case) whose values become `[REDACTED]`.
+    pub headers: Vec<http::HeaderName>,
+    /// Drop the query (`?` and after) from URLs, as Hubble's `--redact-http-urlquery` does.
+    pub url_query: bool,
+}
+
+impl From<&crate::config::FlowSettings> for Redaction {
+    fn from(settings: &crate::config::FlowSettings) -> Self {
+        Self {
+            headers: settings.redact_headers.clone(),
+            url_query: settings.redact_url_query,
+        }
+    }
+}
+
+impl Redaction {
+    fn apply(&self, record: &mut FlowRecord) {
+        let Some(http) = record.http.as_mut() else {
+            return;
+        };
+        for (name, value) in &mut http.headers {
+            if self.headers.iter().any(|h| h.as_str() == name.as_str()) {
+                crate::context::HttpFacts::REDACTED.clone_into(value);
+            }
+        }
+        if self.url_query
+            && let Some(at) = http.url.find('?')
+        {
+            http.url.truncate(at);
+        }
+    }
 }
 
 /// The flow bus.
@@ -172,6 +300,7 @@ pub struct FlowRecord {
 pub struct Flows {
     tx: broadcast::Sender<Arc<FlowRecord>>,
     metrics: Arc<Metrics>,
+    redaction: Arc<Redaction>,
 }
 
 impl Flows {
@@ -180,7 +309,14 @@ impl Flows {
         Self {
             tx,
             metrics: Arc::new(Metrics::default()),
+            redaction: Arc::default(),
         }
+    }
+
+    /// The bus with `redaction` applied to every record emitted.
+    pub fn with_redaction(mut self, redaction: Redaction) -> Self {
+        self.redaction = Arc::new(redaction);
+        self
     }
 
     /// The counters every emitted record moves.
@@ -194,7 +330,8 @@ impl Flows {
     }
 
     /// Publishes a record and writes its log line. Never blocks.
-    pub fn emit(&self, record: FlowRecord, error: Option<&ConnError>) {
+    pub fn emit(&self, mut record: FlowRecord, error: Option<&ConnError>) {
+        self.redaction.apply(&mut record);
         log_record(&record, error);
         self.metrics.count_flow(&record);
         // No subscriber is fine: send only fails when nobody listens.
@@ -207,6 +344,12 @@ fn log_record(r: &FlowRecord, error: Option<&ConnError>) {
     let upstream = r.upstream.as_deref().unwrap_or("-");
     let ms = r.duration.as_millis() as u64;
     match error {
+        None if r.verdict == Verdict::Audit => tracing::info!(
+            listener = %r.listener, role = r.role.as_str(), mode = r.mode.as_str(), client = %r.client,
+            name, upstream, method = r.http.as_ref().map(|h| h.method.as_str()),
+            url = r.http.as_ref().map(|h| h.url.as_str()), status = r.status,
+            reason = r.reason, rule = r.rule.as_deref(), ms, "audited: served, the policy would refuse it"
+        ),
         None => tracing::info!(
             listener = %r.listener, role = r.role.as_str(), mode = r.mode.as_str(), client = %r.client,
             name, upstream, method = r.http.as_ref().map(|h| h.method.as_str()),
@@ -228,5 +371,93 @@ fn log_record(r: &FlowRecord, error: Option<&ConnError>) {
             reason = e.reason(), ms, bytes_in = r.bytes_from_client, bytes_out = r.bytes_to_client,
             "closed: {e}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{Audit, ConnCtx, HttpFacts};
+
+    #[test]
+    fn parses_every_verdict_in_any_case() {
+        for v in Verdict::ALL {
+            assert_eq!(Verdict::parse(v.as_str()), Some(v));
+            assert_eq!(Verdict::parse(&v.as_str().to_ascii_lowercase()), Some(v));
+        }
+        assert_eq!(Verdict::parse("Audit"), Some(Verdict::Audit));
+        assert_eq!(Verdict::parse("allowed"), None);
+    }
+
+    #[test]
+    fn offered_tls_facts_are_bounded_and_name_known_versions_only() {
+        let hello = tlsgate_wire::ClientHelloInfo {
+            sni: Some("a.example".into()),
+            alpn: (0..20)
+                .map(|i| format!("p{i}").repeat(20).into_bytes())
+                .collect(),
+            legacy_version: 0x0303,
+            supported_versions: vec![0x0303, 0x0304],
+            hello_len: 0,
+            consumed: 0,
+        };
+        let facts = TlsFacts::offered(&hello);
+        assert_eq!(facts.alpn.len(), TlsFacts::MAX_ALPN);
+        assert!(facts.alpn.iter().all(|p| p.len() <= TlsFacts::MAX_ALPN_LEN));
+        assert_eq!(facts.version, Some("TLSv1.3"));
+        let old = tlsgate_wire::ClientHelloInfo {
+            supported_versions: Vec::new(),
+            ..hello.clone()
+        };
+        assert_eq!(TlsFacts::offered(&old).version, Some("TLSv1.2"));
+        assert_eq!(tls_version_name(0x7f1c), None);
+    }
+
+    #[tokio::test]
+    async fn emit_redacts_configured_headers_and_queries_and_audits() {
+        let flows = Flows::new(8).with_redaction(Redaction {
+            headers: vec![http::HeaderName::from_static("x-api-key")],
+            url_query: true,
+        });
+        let mut rx = flows.subscribe();
+        let shared = crate::context::Shared {
+            timeouts: Default::default(),
+            limits: Default::default(),
+            guard: crate::upstream::DestinationGuard::new(Vec::new()),
+            resolver: crate::upstream::Resolver::new(None),
+            flows,
+            shutdown: Default::default(),
+            force: Default::default(),
+            tracker: Default::default(),
+        };
+        let req = http::Request::get("https://h.example/p?token=1")
+            .header("X-Api-Key", "k")
+            .header("x-other", "v")
+            .body(())
+            .unwrap();
+        let mut ctx = ConnCtx::new(
+            "l".into(),
+            Role::Intercept,
+            Mode::Bump,
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        ctx.http = Some(HttpFacts::of(&req, "https", "h.example"));
+        ctx.audit = Some(Audit::of(&ConnError::PolicyVerdict {
+            reason: tlsgate_policy::DenyReason::PolicyDenied,
+            rule: Some("r".into()),
+        }));
+        ctx.finish(&shared, crate::io::Moved::default(), &Ok(()));
+        let record = rx.recv().await.unwrap();
+        let http = record.http.as_ref().unwrap();
+        assert_eq!(http.url, "https://h.example/p");
+        let value = |k: &str| http.headers.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        assert_eq!(value("x-api-key"), HttpFacts::REDACTED);
+        assert_eq!(value("x-other"), "v");
+        assert_eq!(record.verdict, Verdict::Audit);
+        assert_eq!(record.reason, Some("policy_denied"));
+        assert_eq!(record.rule.as_deref(), Some("r"));
+        let json = hubble::flows(&record);
+        assert_eq!(json[1]["flow"]["verdict"], "AUDIT");
+        assert_eq!(json[1]["flow"]["drop_reason_desc"], "POLICY_DENIED");
     }
 }

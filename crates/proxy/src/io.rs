@@ -71,6 +71,75 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
+/// Counts the bytes read from and written to a stream whose ownership moves on (into a TLS
+/// acceptor and an HTTP server); the counts stay readable through [`ByteCounts`].
+pub struct Counted<S> {
+    inner: S,
+    counts: Arc<ByteCounts>,
+}
+
+/// The totals of a [`Counted`] stream.
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+impl ByteCounts {
+    /// Read from the client / written to the client, as a [`Moved`].
+    pub fn moved(&self) -> Moved {
+        Moved {
+            from_client: self.read.load(Ordering::Relaxed),
+            to_client: self.written.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S) -> (Self, Arc<ByteCounts>) {
+        let counts = Arc::new(ByteCounts::default());
+        let counted = Self {
+            inner,
+            counts: counts.clone(),
+        };
+        (counted, counts)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.counts.read.fetch_add(n as u64, Ordering::Relaxed);
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.counts.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Records the time of the last successful read on either side of a splice.
 struct Activity {
     start: Instant,

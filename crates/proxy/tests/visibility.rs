@@ -45,6 +45,21 @@ async fn start_proxy_with(
     policy: Option<Arc<tlsgate_proxy::policy::PolicySlot>>,
     ip: [u8; 4],
 ) -> Proxy {
+    let flows = FlowSettings {
+        ring_size,
+        ..FlowSettings::default()
+    };
+    start_proxy_tuned(origin_root, flows, policy, false, ip).await
+}
+
+/// Like [`start_proxy_with`], with the given flow settings and audit mode.
+async fn start_proxy_tuned(
+    origin_root: CertificateDer<'static>,
+    flows: FlowSettings,
+    policy: Option<Arc<tlsgate_proxy::policy::PolicySlot>>,
+    policy_audit: bool,
+    ip: [u8; 4],
+) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let (ca, ca_pem) = interception_ca(dir.path());
     let rules = vec![
@@ -59,13 +74,14 @@ async fn start_proxy_with(
             action: InterceptAction::Splice,
         },
     ];
-    let listener = explicit_interceptor(
+    let mut listener = explicit_interceptor(
         ca,
         origin_root,
         CertStrategy::DownstreamFirst,
         rules,
         policy,
     );
+    listener.policy_audit = policy_audit;
     let mut config = config(vec![Listener {
         name: "proxy".into(),
         listen: any_port(),
@@ -76,7 +92,7 @@ async fn start_proxy_with(
         listen: any_port(),
         bearer_token: None,
     });
-    config.visibility.flows = FlowSettings { ring_size };
+    config.visibility.flows = flows;
     let running = start(config).await;
     let admin = running.addr(tlsgate_proxy::gateway::ADMIN_ADDR_NAME);
     Proxy {
@@ -263,7 +279,7 @@ async fn flows_and_metrics_describe_bumped_and_refused_requests() {
     // The spliced connection: one L3_L4 flow with the name, the upstream port and the bytes.
     let connection = flows
         .iter()
-        .find(|f| f["Type"] == "L3_L4")
+        .find(|f| f["Type"] == "L3_L4" && f["tlsgate"]["mode"] == "splice")
         .unwrap_or_else(|| panic!("the spliced connection's flow: {flows:#?}"));
     assert_eq!(connection["verdict"], "FORWARDED");
     assert_eq!(connection["tlsgate"]["mode"], "splice");
@@ -276,6 +292,13 @@ async fn flows_and_metrics_describe_bumped_and_refused_requests() {
     assert!(connection.get("l7").is_none());
     assert!(connection["tlsgate"]["bytes_in"].as_u64().unwrap() > 0);
     assert!(connection["tlsgate"]["bytes_out"].as_u64().unwrap() > 0);
+    // What curl offered in its ClientHello, read while passing it through untouched.
+    assert_eq!(
+        connection["tlsgate"]["alpn"],
+        serde_json::json!(["h2", "http/1.1"])
+    );
+    assert_eq!(connection["tlsgate"]["tls_version"], "TLSv1.3");
+    assert!(connection["tlsgate"]["upstream_cert"].is_null());
 
     // Filters: only the refused exchange is 4xx / DROPPED / for the denied host.
     for query in [
@@ -510,7 +533,7 @@ async fn tls_through_edge(edge: SocketAddr, services: &Services, sni: &str) -> b
 async fn tunnelled_connections_and_relay_refusals_are_l3_l4_flows() {
     let services = Services::start().await;
     let pki = RelayPki::new();
-    let (relay, admin, edge) = relay_and_edge(&services, &pki).await;
+    let (relay, admin, mut edge) = relay_and_edge(&services, &pki).await;
     let edge_tls = edge.addr("tls");
     assert!(tls_through_edge(edge_tls, &services, PRIVATE).await);
     assert!(!tls_through_edge(edge_tls, &services, "unknown.example.com").await);
@@ -534,6 +557,23 @@ async fn tunnelled_connections_and_relay_refusals_are_l3_l4_flows() {
     assert_eq!(f["IP"]["destination"], "127.0.0.1");
     assert!(f["tlsgate"]["bytes_in"].as_u64().unwrap() > 0);
     assert!(f["tlsgate"]["bytes_out"].as_u64().unwrap() > 0);
+    // The inner ClientHello's offer, seen by the relay and (below) by the edge.
+    assert_eq!(f["tlsgate"]["alpn"], serde_json::json!(["http/1.1"]));
+    assert_eq!(f["tlsgate"]["tls_version"], "TLSv1.3");
+    let tunnelled = edge
+        .flow("the edge's tunnel", |r| {
+            r.name.as_deref() == Some(PRIVATE) && r.reason.is_none()
+        })
+        .await;
+    let tls = tunnelled
+        .tls
+        .as_ref()
+        .expect("TLS facts on the edge's flow");
+    assert_eq!(tls.alpn, ["http/1.1"]);
+    assert_eq!(tls.version, Some("TLSv1.3"));
+    let edge_json = tlsgate_proxy::flow::hubble::flows(&tunnelled);
+    assert_eq!(edge_json[0]["flow"]["tlsgate"]["mode"], "tunnel");
+    assert_eq!(edge_json[0]["flow"]["tlsgate"]["tls_version"], "TLSv1.3");
 
     // The refusal: DROPPED with the reason, upper-cased as Hubble's drop reasons are.
     let refused = flows_at_least(admin, "verdict=DROPPED", 1).await;
@@ -662,5 +702,239 @@ async fn the_blogs_403_and_404_are_request_and_response_flows() {
     assert_eq!(flows[3]["drop_reason_desc"], "POLICY_DENIED");
     assert_eq!(flows[3]["tlsgate"]["reason"], "policy_denied");
     assert!(flows[3]["tlsgate"]["rule"].is_string(), "{:#}", flows[3]);
+    proxy.running.stop().await;
+}
+
+/// The blog's second policy in audit mode (`policy_audit: true`): the request the policy would
+/// refuse with 403 reaches the origin (its own 404 comes back) and both its flows say `AUDIT` with
+/// the would-be reason; the allowed request stays `FORWARDED`. `?verdict=AUDIT` selects exactly
+/// those flows. Port 443 needs root, like the blog test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_mode_forwards_the_blogs_403_and_records_it_as_audit() {
+    if !tlsgate_testkit::e2e_preflight().unwrap_or_else(|message| panic!("{message}")) {
+        return;
+    }
+    let ip = [127, 0, 0, 42];
+    let public = TestCa::new("public test CA");
+    let _origin = tlsgate_testkit::spawn_https_origin_at(
+        SocketAddr::from((ip, 443)),
+        "origin",
+        &public.issue(&["www.facebook.com"]),
+    )
+    .await;
+    let policy_file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policy/testdata/blog-facebook-tls-cucumber.yaml"
+    );
+    let (slot, _notices) =
+        tlsgate_proxy::policy::PolicySlot::load(policy_file.into(), Default::default()).unwrap();
+    let flows = FlowSettings {
+        ring_size: 100,
+        ..FlowSettings::default()
+    };
+    let proxy = start_proxy_tuned(public.cert_der(), flows, Some(Arc::new(slot)), true, ip).await;
+    let proxy_url = format!("http://{}", proxy.running.addr("proxy"));
+    let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+    let url = "https://www.facebook.com/cucumber";
+    for dada in ["dada", "dado"] {
+        let header = format!("dada: {dada}");
+        let (code, out, err) = curl(
+            [
+                "-x",
+                &proxy_url,
+                "--cacert",
+                &ca,
+                "--http1.1",
+                "-H",
+                &header,
+                "-w",
+                "\n%{http_code}",
+                url,
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .await;
+        assert_eq!(code, Some(0), "{out} {err}");
+        // The origin's own answer: the request was not refused.
+        assert!(out.starts_with("origin=origin: no such page"), "{out}");
+        assert!(out.ends_with("\n404"), "{out} {err}");
+    }
+    let audited = flows_at_least(proxy.admin, "verdict=AUDIT", 2).await;
+    assert_eq!(audited.len(), 2, "{audited:#?}");
+    for f in &audited {
+        assert_eq!(f["verdict"], "AUDIT");
+        assert_eq!(f["drop_reason_desc"], "POLICY_DENIED");
+        assert_eq!(f["tlsgate"]["reason"], "policy_denied");
+        assert!(f["tlsgate"]["rule"].is_string(), "{f:#}");
+        assert!(
+            f["tlsgate"]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("audit mode"),
+            "{f:#}"
+        );
+        assert_eq!(f["tlsgate"]["mode"], "bump");
+        let dada = f["l7"]["http"]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["key"] == "dada")
+            .map(|h| h["value"].clone());
+        assert_eq!(dada, Some(Value::from("dado")));
+    }
+    assert_eq!(audited[0]["l7"]["type"], "REQUEST");
+    assert_eq!(audited[1]["l7"]["http"]["code"], 404);
+    let forwarded = flows_at_least(proxy.admin, "verdict=FORWARDED&http_status=404", 2).await;
+    assert_eq!(forwarded.len(), 2, "the allowed request: {forwarded:#?}");
+    assert!(forwarded.iter().all(|f| f["tlsgate"]["reason"].is_null()));
+    let (_, metrics) = admin_get(proxy.admin, "/metrics").await;
+    let audit_4xx =
+        "tlsgate_http_requests_total{role=\"intercept\",verdict=\"AUDIT\",status_class=\"4xx\"}";
+    assert_eq!(sample(&metrics, audit_4xx), Some(1), "{metrics}");
+    proxy.running.stop().await;
+}
+
+/// Bumped HTTPS: every flow carries what curl offered (ALPN, highest TLS version) and the origin's
+/// certificate as verified; the connection itself is one more L3_L4 flow (mode bump, bytes both
+/// ways). An origin whose certificate no trusted CA issued gets a 502, and its flows say
+/// `verified: false` with `error: unknown_issuer`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bumped_flows_carry_tls_facts_and_the_origins_certificate() {
+    let public = TestCa::new("public test CA");
+    let rogue = TestCa::new("rogue test CA");
+    let good = spawn_https_origin("good", &public.issue(&["www.example.test"])).await;
+    let bad = spawn_https_origin("bad", &rogue.issue(&["bad.example.test"])).await;
+    let proxy = start_proxy(public.cert_der(), 1000).await;
+    let proxy_url = format!("http://{}", proxy.running.addr("proxy"));
+    let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+    let good_url = format!("https://www.example.test:{}/page", good.addr.port());
+    let bad_url = format!("https://bad.example.test:{}/page", bad.addr.port());
+    for (url, code) in [(&good_url, "200"), (&bad_url, "502")] {
+        let (exit, out, err) = curl(
+            [
+                "-x",
+                &proxy_url,
+                "--cacert",
+                &ca,
+                "-w",
+                "\n%{http_code}",
+                url,
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .await;
+        assert_eq!(exit, Some(0), "{out} {err}");
+        assert!(out.ends_with(&format!("\n{code}")), "{url}: {out} {err}");
+    }
+
+    // Per host: REQUEST + RESPONSE, then the connection's own record when curl closed it.
+    for (host, verified, error, issuer) in [
+        ("www.example.test", true, None, "CN=public test CA"),
+        (
+            "bad.example.test",
+            false,
+            Some("unknown_issuer"),
+            "CN=rogue test CA",
+        ),
+    ] {
+        let flows = flows_at_least(proxy.admin, &format!("host={host}"), 3).await;
+        assert_eq!(flows.len(), 3, "{host}: {flows:#?}");
+        let kinds: Vec<&str> = flows.iter().map(|f| f["Type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["L7", "L7", "L3_L4"], "{host}");
+        for f in &flows {
+            let t = &f["tlsgate"];
+            assert_eq!(t["mode"], "bump", "{host}");
+            assert_eq!(t["sni"], host);
+            assert_eq!(t["alpn"], serde_json::json!(["h2", "http/1.1"]), "{host}");
+            assert_eq!(t["tls_version"], "TLSv1.3", "{host}");
+            let cert = &t["upstream_cert"];
+            assert_eq!(cert["verified"], verified, "{host}: {f:#}");
+            assert_eq!(cert["error"].as_str(), error, "{host}: {f:#}");
+            assert!(cert["subject"].as_str().unwrap().contains(host), "{cert}");
+            assert!(cert["issuer"].as_str().unwrap().contains(issuer), "{cert}");
+        }
+        let connection = &flows[2];
+        assert_eq!(connection["verdict"], "FORWARDED");
+        assert!(connection.get("l7").is_none());
+        // Bytes on the client's side of the bump: TLS records both ways.
+        assert!(connection["tlsgate"]["bytes_in"].as_u64().unwrap() > 500);
+        assert!(connection["tlsgate"]["bytes_out"].as_u64().unwrap() > 500);
+        let response = &flows[1];
+        if verified {
+            assert_eq!(response["verdict"], "FORWARDED");
+            assert_eq!(response["l7"]["http"]["code"], 200);
+        } else {
+            assert_eq!(response["verdict"], "ERROR");
+            assert_eq!(response["tlsgate"]["reason"], "upstream_cert_invalid");
+            assert_eq!(response["l7"]["http"]["code"], 502);
+        }
+    }
+    proxy.running.stop().await;
+}
+
+/// `flows.redact_headers` and `flows.redact_url_query`: configured headers (any case) show as
+/// `[REDACTED]` next to the built-in ones, URLs lose their query, and neither value appears in
+/// any flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_headers_and_url_queries_are_redacted() {
+    let public = TestCa::new("public test CA");
+    let origin = spawn_https_origin("www", &public.issue(&["www.example.test"])).await;
+    let flows = FlowSettings {
+        ring_size: 100,
+        redact_headers: vec![http::HeaderName::from_static("x-api-key")],
+        redact_url_query: true,
+    };
+    let proxy = start_proxy_tuned(public.cert_der(), flows, None, false, [127, 0, 0, 1]).await;
+    let proxy_url = format!("http://{}", proxy.running.addr("proxy"));
+    let ca = proxy.ca_pem.to_str().unwrap().to_owned();
+    let port = origin.addr.port();
+    let url = format!("https://www.example.test:{port}/page?token=q-s3cret&x=1");
+    let (code, out, err) = curl(
+        [
+            "-x",
+            &proxy_url,
+            "--cacert",
+            &ca,
+            "-H",
+            "X-Api-Key: k3y-s3cret",
+            "-H",
+            "X-Visible: shown",
+            "-H",
+            "Cookie: c00kie-s3cret",
+            &url,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (_, body) = admin_get(proxy.admin, "/flows").await;
+    let exchange: Vec<Value> = flows_at_least(proxy.admin, "http_status=200", 2).await;
+    assert_eq!(exchange.len(), 2, "{exchange:#?}");
+    for f in &exchange {
+        let http = &f["l7"]["http"];
+        assert_eq!(
+            http["url"],
+            format!("https://www.example.test:{port}/page"),
+            "the query is dropped"
+        );
+        let header = |key: &str| {
+            http["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["key"] == key)
+                .map(|h| h["value"].clone())
+        };
+        assert_eq!(header("x-api-key"), Some(Value::from("[REDACTED]")));
+        assert_eq!(header("cookie"), Some(Value::from("[REDACTED]")));
+        assert_eq!(header("x-visible"), Some(Value::from("shown")));
+    }
+    let (_, body_after) = admin_get(proxy.admin, "/flows").await;
+    for text in [body, body_after] {
+        assert!(!text.contains("s3cret"), "a redacted value leaked: {text}");
+    }
     proxy.running.stop().await;
 }

@@ -114,11 +114,23 @@ fn flow(record: &FlowRecord, l7: L7) -> Value {
 }
 
 fn tlsgate_facts(record: &FlowRecord) -> Value {
+    let tls = record.tls.as_ref();
+    let upstream_cert = tls.and_then(|t| t.upstream_cert.as_ref()).map(|c| {
+        json!({
+            "subject": c.subject,
+            "issuer": c.issuer,
+            "verified": c.verified,
+            "error": c.error,
+        })
+    });
     json!({
         "listener": &*record.listener,
         "role": record.role.as_str(),
         "mode": record.mode.as_str(),
         "sni": record.name,
+        "alpn": tls.map(|t| &t.alpn),
+        "tls_version": tls.and_then(|t| t.version),
+        "upstream_cert": upstream_cert,
         "upstream": record.upstream,
         "rule": record.rule,
         "reason": record.reason,
@@ -200,6 +212,7 @@ mod tests {
             bytes_from_client: 517,
             bytes_to_client: 4096,
             duration: Duration::from_millis(20),
+            tls: None,
         }
     }
 

@@ -109,6 +109,7 @@ mod tests {
             bytes_from_client: 0,
             bytes_to_client: 0,
             duration: Duration::ZERO,
+            tls: None,
         })
     }
 

@@ -29,11 +29,11 @@ use super::{ALERT_INTERNAL_ERROR, InterceptState, Target, new_ctx, tls_alert};
 use crate::config::{CertStrategy, InterceptAction};
 use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::error::ConnError;
-use crate::flow::Mode;
+use crate::flow::{Mode, TlsFacts, UpstreamCert};
 use crate::http_util::{
     host_of, is_upgrade, origin_form, request_authority, status_for, strip_hop_by_hop,
 };
-use crate::io::{Moved, Prefixed, splice};
+use crate::io::{Counted, Moved, Prefixed, splice};
 use crate::tls::{ALPN_H2, ALPN_HTTP1};
 use crate::transport::Body;
 use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_STREAM_WINDOW};
@@ -84,6 +84,7 @@ pub(crate) async fn serve<S>(
 
     let mut first_origin = None;
     let mut origin_problem = None;
+    let mut origin_cert = None;
     let leaf = match strategy {
         CertStrategy::DownstreamFirst => state.certs.for_name(&name).await,
         CertStrategy::UpstreamFirst => {
@@ -94,7 +95,15 @@ pub(crate) async fn serve<S>(
             };
             match state
                 .origin
-                .connect(&shared, &host, target.port, &name, offer, accept_invalid)
+                .connect(
+                    &shared,
+                    &host,
+                    target.port,
+                    &name,
+                    offer,
+                    accept_invalid,
+                    &mut origin_cert,
+                )
                 .await
             {
                 Ok(conn) => {
@@ -110,6 +119,7 @@ pub(crate) async fn serve<S>(
                 // No origin: never present a certificate for a host that is not there.
                 Err(e) => {
                     let _ = io.write_all(&tls_alert(ALERT_INTERNAL_ERROR)).await;
+                    ctx.set_upstream_cert(origin_cert);
                     return ctx.finish(&shared, Moved::default(), &Err(e));
                 }
             }
@@ -131,6 +141,8 @@ pub(crate) async fn serve<S>(
     let mut config = (*state.server_base).clone();
     config.cert_resolver = Arc::new(FixedCert(leaf.certified));
     config.alpn_protocols = alpn;
+    // The client's bytes on the wire (TLS records), for the connection's own flow record.
+    let (io, counts) = Counted::new(io);
     let accepted = tokio::time::timeout(
         shared.timeouts.handshake,
         TlsAcceptor::from(Arc::new(config)).accept(io),
@@ -139,44 +151,44 @@ pub(crate) async fn serve<S>(
     let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            return ctx.finish(
-                &shared,
-                Moved::default(),
-                &Err(ConnError::ClientHandshake(e)),
-            );
+            let e = ConnError::ClientHandshake(e);
+            return ctx.finish(&shared, counts.moved(), &Err(e));
         }
         Err(_) => {
-            return ctx.finish(
-                &shared,
-                Moved::default(),
-                &Err(ConnError::ClientHandshakeTimeout),
-            );
+            let e = ConnError::ClientHandshakeTimeout;
+            return ctx.finish(&shared, counts.moved(), &Err(e));
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-    let service = BumpService {
-        inner: Arc::new(Bumped {
-            pool: Mutex::new(Pool {
-                name: name.clone(),
-                first: first_origin,
-                ..Pool::default()
-            }),
-            name,
-            by_host,
-            host,
-            port: target.port,
-            listener: ctx.listener.clone(),
-            client: ctx.client,
-            origin_problem,
-            state,
-            shared: shared.clone(),
+    let bumped = Arc::new(Bumped {
+        pool: Mutex::new(Pool {
+            name: name.clone(),
+            first: first_origin,
+            ..Pool::default()
         }),
+        name,
+        by_host,
+        host,
+        port: target.port,
+        listener: ctx.listener.clone(),
+        client: ctx.client,
+        tls: ctx.tls.clone(),
+        cert: std::sync::Mutex::new(origin_cert),
+        origin_problem,
+        state,
+        shared: shared.clone(),
+    });
+    let service = BumpService {
+        inner: bumped.clone(),
     };
     if h2 {
-        crate::http_server::serve_h2(tls, service, &shared).await;
+        crate::http_server::serve_h2(tls, service, &shared, ctx.clone()).await;
     } else {
-        crate::http_server::serve_http1(tls, service, &shared).await;
+        crate::http_server::serve_http1(tls, service, &shared, ctx.clone()).await;
     }
+    // The connection's own L3_L4 record, next to its requests' L7 ones.
+    ctx.set_upstream_cert(bumped.cert());
+    ctx.finish(&shared, counts.moved(), &Ok(()));
 }
 
 /// One bumped client connection's view of its origin.
@@ -191,6 +203,10 @@ struct Bumped {
     port: u16,
     listener: Arc<str>,
     client: SocketAddr,
+    /// What the client offered in its ClientHello, copied to every request's record.
+    tls: Option<TlsFacts>,
+    /// The certificate of the origin connection opened last (or refused last), for records.
+    cert: std::sync::Mutex<Option<UpstreamCert>>,
     /// Set when upstream-first found the origin's certificate invalid: every request gets a 502.
     origin_problem: Option<String>,
     pool: Mutex<Pool>,
@@ -227,7 +243,17 @@ impl Bumped {
         ctx.mode = Mode::Bump;
         ctx.name = Some(self.name.clone());
         ctx.upstream = Some(format!("{}:{}", self.host, self.port));
+        ctx.tls = self.tls.clone();
         ctx
+    }
+
+    /// The certificate of the origin connection opened (or refused) last.
+    fn cert(&self) -> Option<UpstreamCert> {
+        match self.cert.lock() {
+            Ok(cert) => cert.clone(),
+            // A panic while holding the lock left a whole value (a clone assignment): use it.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// A TLS connection to the origin, verified for (and with SNI) `name`.
@@ -237,7 +263,9 @@ impl Bumped {
         name: &str,
     ) -> Result<OriginConn, ConnError> {
         let accept_invalid = self.state.accepts_invalid(name);
-        self.state
+        let mut seen = None;
+        let conn = self
+            .state
             .origin
             .connect(
                 &self.shared,
@@ -246,8 +274,15 @@ impl Bumped {
                 name,
                 alpn,
                 accept_invalid,
+                &mut seen,
             )
-            .await
+            .await;
+        if seen.is_some()
+            && let Ok(mut cert) = self.cert.lock()
+        {
+            *cert = seen;
+        }
+        conn
     }
 
     /// A sender to the origin verified for `name`: a pooled one, or a new connection.
@@ -324,6 +359,7 @@ impl Bumped {
         let mut ctx = self.ctx();
         ctx.http = Some(HttpFacts::of(&req, "https", &self.name));
         if let Some(problem) = &self.origin_problem {
+            ctx.set_upstream_cert(self.cert());
             let e = ConnError::UpstreamCertInvalid(problem.clone());
             return refuse(ctx, &self.shared, StatusCode::BAD_GATEWAY, e);
         }
@@ -341,14 +377,16 @@ impl Bumped {
         let checked = self
             .state
             .check_request(&name, self.port, method, &target, &authority, headers);
-        if let Err(refusal) = checked {
+        if let Err(refusal) = checked.or_else(|refusal| self.state.audit(&mut ctx, refusal)) {
             return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal);
         }
         let req = Request::from_parts(parts, body);
         if is_upgrade(req.headers()) {
             return self.upgrade(req, ctx, &name).await;
         }
-        let sender = match self.acquire(&name).await {
+        let sender = self.acquire(&name).await;
+        ctx.set_upstream_cert(self.cert());
+        let sender = match sender {
             Ok(sender) => sender,
             Err(e) => return refuse(ctx, &self.shared, status_for(&e), e),
         };
@@ -455,7 +493,9 @@ impl Bumped {
     ) -> Response<Body> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
-        let conn = match self.connect_origin(vec![ALPN_HTTP1.to_vec()], name).await {
+        let conn = self.connect_origin(vec![ALPN_HTTP1.to_vec()], name).await;
+        ctx.set_upstream_cert(self.cert());
+        let conn = match conn {
             Ok(conn) => conn,
             Err(e) => return refuse(ctx, &self.shared, status_for(&e), e),
         };

@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{InterceptState, Target, handle_stream, new_ctx};
+use crate::config::InterceptAction;
 use crate::context::{HttpFacts, Shared};
 use crate::error::ConnError;
 use crate::flow::Mode;
@@ -29,13 +30,14 @@ pub async fn serve(
     state: Arc<InterceptState>,
     shared: Arc<Shared>,
 ) {
+    let conn = new_ctx(listener.clone(), client);
     let service = ExplicitService {
         listener,
         client,
         state,
         shared: shared.clone(),
     };
-    crate::http_server::serve_http1(tcp, service, &shared).await;
+    crate::http_server::serve_http1(tcp, service, &shared, conn).await;
 }
 
 #[derive(Clone)]
@@ -68,13 +70,27 @@ impl ExplicitService {
         };
         ctx.name = Some(host.clone());
         // Decided on the authority before any TLS: a denied destination gets 403 at once.
-        let action = match self.state.decide(&host, port) {
+        // Audit mode passes a would-be-refused destination through untouched (spliced).
+        let decided = self.state.decide(&host, port).or_else(|refusal| {
+            self.state
+                .audit(&mut ctx, refusal)
+                .map(|()| InterceptAction::Splice)
+        });
+        let action = match decided {
             Ok(action) => action,
             Err(refusal) => {
                 ctx.mode = Mode::Deny;
                 return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal);
             }
         };
+        // A forbidden destination (loopback, private, metadata...) is refused before the 200,
+        // without any connection attempt.
+        if action != InterceptAction::Deny
+            && let Err(refusal) = self.shared.vet_destination(&host, port).await
+        {
+            ctx.mode = Mode::Deny;
+            return refuse(ctx, &self.shared, status_for(&refusal), refusal);
+        }
         let target = Target {
             host: Some(host),
             ip: None,
@@ -182,6 +198,7 @@ impl PlainHttp {
                 headers,
             )
         });
+        let decided = decided.or_else(|refusal| self.state.audit(&mut ctx, refusal));
         if let Err(refusal) = decided {
             ctx.mode = Mode::Deny;
             return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal);

@@ -25,7 +25,7 @@ use crate::config::{
 use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
-use crate::flow::{Mode, Role};
+use crate::flow::{Mode, Role, TlsFacts};
 use crate::io::{Moved, Prefixed, splice};
 use tlsgate_policy::{DenyReason, RequestFacts, RequestVerdict, TlsAction};
 
@@ -71,6 +71,26 @@ impl InterceptState {
             .danger_accept_invalid_upstream_certs
             .iter()
             .any(|p| p.matches(name))
+    }
+
+    /// In audit mode, a refusal by a rule decision is recorded on `ctx` and `Ok` lets the traffic
+    /// through; every other refusal (and every refusal outside audit mode) stays one. The Host
+    /// checks (`host_sni_mismatch`, `missing_host`) and the destination guard are never audited:
+    /// they keep the name the policy decided on honest.
+    pub(crate) fn audit(&self, ctx: &mut ConnCtx, refusal: ConnError) -> Result<(), ConnError> {
+        let by_rule = match &refusal {
+            ConnError::PolicyDenied => true,
+            ConnError::PolicyVerdict { reason, .. } => matches!(
+                reason,
+                DenyReason::NoRule | DenyReason::DenyRule | DenyReason::PolicyDenied
+            ),
+            _ => false,
+        };
+        if !(self.config.policy_audit && by_rule) {
+            return Err(refusal);
+        }
+        ctx.audit = Some(crate::context::Audit::of(&refusal));
+        Ok(())
     }
 
     fn strategy(&self) -> CertStrategy {
@@ -204,13 +224,7 @@ pub(crate) async fn handle_stream<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut prefix = BytesMut::with_capacity(2048);
-    let hello = detect::read_client_hello(
-        &mut io,
-        &mut prefix,
-        shared.limits.max_client_hello,
-        shared.timeouts.detect,
-    )
-    .await;
+    let hello = detect::client_hello(&mut io, &mut prefix, &shared, Role::Intercept).await;
     let read = Moved {
         from_client: prefix.len() as u64,
         to_client: 0,
@@ -231,12 +245,18 @@ pub(crate) async fn handle_stream<S>(
         return ctx.finish(&shared, read, &Err(ConnError::ClientNoSni));
     };
     ctx.name = Some(name.clone());
+    ctx.tls = Some(TlsFacts::offered(&hello));
     let host_decides = host_decides(&state, &hello, &target);
     let action = match (target.decided, host_decides) {
         (Some(action), _) => Ok(action),
         // Nothing names the connection yet: bump it, and let each request's Host decide.
         (None, Some(_)) => Ok(InterceptAction::Bump),
-        (None, None) => state.decide(&name, target.port),
+        // Audit mode passes a would-be-refused connection through untouched.
+        (None, None) => state.decide(&name, target.port).or_else(|refusal| {
+            state
+                .audit(&mut ctx, refusal)
+                .map(|()| InterceptAction::Splice)
+        }),
     };
     match action {
         Err(refusal) => {
@@ -311,7 +331,11 @@ async fn plain<S>(
     ctx.name = Some(name.clone());
     let action = match target.decided {
         Some(action) => Ok(action),
-        None => state.decide(&name, target.port),
+        None => state.decide(&name, target.port).or_else(|refusal| {
+            state
+                .audit(&mut ctx, refusal)
+                .map(|()| InterceptAction::Splice)
+        }),
     };
     let read = Moved {
         from_client: prefix.len() as u64,
@@ -329,7 +353,7 @@ async fn plain<S>(
                 state,
                 shared.clone(),
             );
-            crate::http_server::serve_http1(io, service, &shared).await;
+            crate::http_server::serve_http1(io, service, &shared, ctx).await;
         }
         // Bumping means inspecting: bytes that are neither TLS nor HTTP are not let through.
         Ok(InterceptAction::Bump) => ctx.finish(&shared, read, &Err(ConnError::ClientNotTls)),

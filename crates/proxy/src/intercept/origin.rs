@@ -19,6 +19,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::context::Shared;
 use crate::error::ConnError;
+use crate::flow::UpstreamCert;
 
 /// Verifies origins for one interception listener.
 pub struct OriginTls {
@@ -41,6 +42,8 @@ pub struct OriginConn {
     pub leaf: CertificateDer<'static>,
     /// What was wrong with the origin's certificate, when it was accepted anyway (danger flag).
     pub accepted_invalid: Option<String>,
+    /// The origin's certificate and its verification, for flow records.
+    pub cert: UpstreamCert,
 }
 
 impl OriginTls {
@@ -54,7 +57,10 @@ impl OriginTls {
         Ok(Self { provider, webpki })
     }
 
-    /// Connects to `host:port` and completes TLS with SNI `sni`, offering `alpn`.
+    /// Connects to `host:port` and completes TLS with SNI `sni`, offering `alpn`. Whatever the
+    /// outcome, `seen` holds the origin's certificate and its verification once the origin sent
+    /// one (so a refusal's flow can say what was wrong).
+    #[allow(clippy::too_many_arguments)] // one call per origin connection; each argument is distinct
     pub async fn connect(
         &self,
         shared: &Shared,
@@ -63,12 +69,15 @@ impl OriginTls {
         sni: &str,
         alpn: Vec<Vec<u8>>,
         accept_invalid: bool,
+        seen: &mut Option<UpstreamCert>,
     ) -> Result<OriginConn, ConnError> {
         let tcp = shared.connect(host, port).await?;
         let outcome = Arc::new(Mutex::new(None));
+        let cert_seen = Arc::new(Mutex::new(None));
         let verifier = Arc::new(Recording {
             inner: self.webpki.clone(),
             outcome: outcome.clone(),
+            cert: cert_seen.clone(),
         });
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
@@ -90,8 +99,12 @@ impl OriginTls {
                 std::io::ErrorKind::TimedOut,
                 "TLS handshake with the origin timed out",
             ))
-        })?
-        .map_err(ConnError::UpstreamHandshake)?;
+        });
+        *seen = cert_seen.lock().ok().and_then(|mut c| c.take());
+        if let Some(reason) = seen.as_ref().and_then(|c| c.error) {
+            shared.flows.metrics().count_verify_failure(reason);
+        }
+        let tls = tls?.map_err(ConnError::UpstreamHandshake)?;
         let problem = outcome.lock().ok().and_then(|mut o| o.take());
         if let Some(problem) = &problem
             && !accept_invalid
@@ -107,11 +120,15 @@ impl OriginTls {
                 ConnError::UpstreamCertInvalid("the origin sent no certificate".into())
             })?;
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+        let cert = seen
+            .clone()
+            .unwrap_or_else(|| UpstreamCert::of(&leaf, None));
         Ok(OriginConn {
             tls,
             alpn,
             leaf,
             accepted_invalid: problem,
+            cert,
         })
     }
 }
@@ -122,6 +139,8 @@ impl OriginTls {
 struct Recording {
     inner: Arc<WebPkiServerVerifier>,
     outcome: Arc<Mutex<Option<String>>>,
+    /// The leaf and the verification's outcome, for flow records.
+    cert: Arc<Mutex<Option<UpstreamCert>>>,
 }
 
 impl ServerCertVerifier for Recording {
@@ -133,13 +152,18 @@ impl ServerCertVerifier for Recording {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Err(e) = self.inner.verify_server_cert(
+        let verified = self.inner.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        ) && let Ok(mut outcome) = self.outcome.lock()
+        );
+        if let Ok(mut cert) = self.cert.lock() {
+            *cert = Some(UpstreamCert::of(end_entity, verified.as_ref().err()));
+        }
+        if let Err(e) = verified
+            && let Ok(mut outcome) = self.outcome.lock()
         {
             *outcome = Some(describe(&e, server_name));
         }
@@ -169,6 +193,40 @@ impl ServerCertVerifier for Recording {
     }
 }
 
+impl UpstreamCert {
+    /// The facts of the origin's leaf `der`, verified unless `error`.
+    fn of(der: &CertificateDer<'_>, error: Option<&rustls::Error>) -> Self {
+        let names = tlsgate_ca::cert_names(der.as_ref());
+        let (subject, issuer) = names.map_or_else(Default::default, |n| (n.subject, n.issuer));
+        Self {
+            subject,
+            issuer,
+            verified: error.is_none(),
+            error: error.map(error_label),
+        }
+    }
+}
+
+/// The stable label of a verification failure (one of [`UpstreamCert::ERRORS`]).
+fn error_label(error: &rustls::Error) -> &'static str {
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return "invalid";
+    };
+    match cert {
+        CertificateError::UnknownIssuer => "unknown_issuer",
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "name_mismatch"
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "not_yet_valid"
+        }
+        CertificateError::Revoked => "revoked",
+        CertificateError::BadSignature => "bad_signature",
+        _ => "invalid",
+    }
+}
+
 /// A sentence saying what is wrong with the origin's certificate.
 fn describe(error: &rustls::Error, name: &ServerName<'_>) -> String {
     let name = name.to_str();
@@ -190,5 +248,29 @@ fn describe(error: &rustls::Error, name: &ServerName<'_>) -> String {
             _ => format!("certificate rejected ({error})"),
         },
         other => format!("certificate rejected ({other})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_every_verification_failure_from_the_documented_set() {
+        let cases = [
+            (CertificateError::UnknownIssuer, "unknown_issuer"),
+            (CertificateError::NotValidForName, "name_mismatch"),
+            (CertificateError::Expired, "expired"),
+            (CertificateError::NotValidYet, "not_yet_valid"),
+            (CertificateError::Revoked, "revoked"),
+            (CertificateError::BadSignature, "bad_signature"),
+            (CertificateError::BadEncoding, "invalid"),
+        ];
+        for (error, label) in cases {
+            let got = error_label(&rustls::Error::InvalidCertificate(error));
+            assert_eq!(got, label);
+            assert!(UpstreamCert::ERRORS.contains(&got));
+        }
+        assert_eq!(error_label(&rustls::Error::DecryptError), "invalid");
     }
 }

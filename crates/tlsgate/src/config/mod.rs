@@ -101,6 +101,7 @@ pub fn default_intercept(listen: SocketAddr, ca_dir: &Path) -> Result<Config, Ve
         rules: None,
         default_action: None,
         policy: None,
+        policy_audit: None,
     };
     let file = FileConfig {
         relays: Vec::new(),
