@@ -22,6 +22,8 @@ pub enum ConnError {
     ClientHelloInvalid(HelloError),
     #[error("client's ClientHello has no SNI and no default is configured")]
     ClientNoSni,
+    #[error("client's SNI is an IP address literal (RFC 6066 forbids it)")]
+    ClientSniIpLiteral,
     #[error("client's TLS handshake failed: {0}")]
     ClientHandshake(#[source] io::Error),
     #[error("client's TLS handshake did not finish within the handshake timeout")]
@@ -32,6 +34,24 @@ pub enum ConnError {
     ClientNoHost,
     #[error("the tunnel was idle longer than the idle timeout")]
     IdleTimeout,
+    #[error("the client's source address is at its connection limit on this listener")]
+    ClientSourceLimit,
+    #[error("the relay client is at its concurrent tunnel limit")]
+    ClientTunnelLimit,
+    #[error("the request head did not arrive within the header-read timeout")]
+    ClientHeaderTimeout,
+    #[error("the request got no response head within the request timeout")]
+    RequestTimeout,
+    #[error("the request's headers exceed the configured count or size")]
+    ClientHeadersTooLarge,
+    #[error("the client's bytes are not valid HTTP: {0}")]
+    ClientHttpInvalid(#[source] hyper::Error),
+    #[error("the client reset too many HTTP/2 streams (rapid reset)")]
+    ClientH2ResetFlood,
+    #[error("the client sent too many HTTP/2 CONTINUATION frames")]
+    ClientH2ContinuationFlood,
+    #[error("the client broke the HTTP/2 protocol: {0}")]
+    ClientH2Protocol(#[source] hyper::Error),
 
     // --- policy ---
     #[error("no route for the requested name")]
@@ -125,11 +145,21 @@ impl ConnError {
             Self::ClientHelloInvalid(HelloError::TooLarge) => "client_hello_too_large",
             Self::ClientHelloInvalid(_) => "client_hello_invalid",
             Self::ClientNoSni => "client_no_sni",
+            Self::ClientSniIpLiteral => "sni_ip_literal",
             Self::ClientHandshake(_) => "client_handshake_failed",
             Self::ClientHandshakeTimeout => "client_handshake_timeout",
             Self::ClientIo(_) => "client_io",
             Self::ClientNoHost => "client_no_host",
             Self::IdleTimeout => "idle_timeout",
+            Self::ClientSourceLimit => "source_limit",
+            Self::ClientTunnelLimit => "client_tunnel_limit",
+            Self::ClientHeaderTimeout => "header_read_timeout",
+            Self::RequestTimeout => "request_timeout",
+            Self::ClientHeadersTooLarge => "headers_too_large",
+            Self::ClientHttpInvalid(_) => "client_http_invalid",
+            Self::ClientH2ResetFlood => "h2_reset_flood",
+            Self::ClientH2ContinuationFlood => "h2_continuation_flood",
+            Self::ClientH2Protocol(_) => "client_h2_protocol_error",
             Self::PolicyNoRoute => "no_route",
             Self::PolicyPortNotRouted => "port_not_routed",
             Self::PolicyInnerSniMismatch => "inner_sni_mismatch",

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminState;
+use crate::admit::{SourceLimit, TunnelLimit};
 use crate::config::{Config, Listener, ListenerKind, RelayUpstream};
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
@@ -317,6 +318,9 @@ struct ListenerTask {
 
 async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(task.shared.limits.max_connections));
+    // Like max_connections, these limits live as long as the listener (a reload keeps them).
+    let sources = SourceLimit::new(task.shared.limits.max_connections_per_source);
+    let tunnels = Arc::new(TunnelLimit::new(task.shared.limits.max_tunnels_per_client));
     let gauges = task
         .shared
         .flows
@@ -349,12 +353,27 @@ async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: Can
             );
             continue;
         };
+        let Some(source) = sources.try_admit(client.ip().to_canonical()) else {
+            let ctx = ConnCtx::new(
+                task.name.clone(),
+                role_of(&task.listener.kind),
+                Mode::Splice,
+                client,
+            );
+            ctx.finish(
+                &task.shared,
+                Moved::default(),
+                &Err(ConnError::ClientSourceLimit),
+            );
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let conn = task.clone();
         let active = gauges.accept();
+        let tunnels = tunnels.clone();
         task.shared.spawn(async move {
-            conn.serve(tcp, client).await;
-            drop((permit, active));
+            conn.serve(tcp, client, tunnels).await;
+            drop((permit, source, active));
         });
     }
 }
@@ -368,7 +387,7 @@ fn role_of(kind: &ListenerKind) -> Role {
 }
 
 impl ListenerTask {
-    async fn serve(&self, tcp: TcpStream, client: SocketAddr) {
+    async fn serve(&self, tcp: TcpStream, client: SocketAddr, tunnels: Arc<TunnelLimit>) {
         let shared = &self.shared;
         match (&self.listener.kind, &self.relay) {
             (ListenerKind::TlsPassthrough(edge), Some(relay)) => {
@@ -385,7 +404,8 @@ impl ListenerTask {
                 .await
             }
             (ListenerKind::Relay(relay), _) => {
-                relay::serve(tcp, client, self.name.clone(), relay, shared.clone()).await
+                let name = self.name.clone();
+                relay::serve(tcp, client, name, relay, shared.clone(), tunnels).await
             }
             (ListenerKind::Intercept(_), _) => {
                 if let Some(state) = &self.intercept {

@@ -2,28 +2,36 @@
 //! large HTTP/2 windows, reset-flood protection, and graceful shutdown (GOAWAY / close idle).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::context::Shared;
+use crate::context::{ConnCtx, Shared};
+use crate::error::ConnError;
+use crate::http_util::{host_of, local_response, request_authority};
+use crate::io::Moved;
 use crate::transport::Body;
 use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_STREAM_WINDOW};
 
-/// Streams reset by a client before we could accept them, tolerated per connection (rapid reset).
-const MAX_PENDING_RESETS: usize = 32;
-/// Bound on one HTTP/2 header block.
-const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// Streams the server itself may reset for a client's protocol errors before the connection gets
+/// GOAWAY ENHANCE_YOUR_CALM (hyper's default, set explicitly: the other half of rapid-reset
+/// protection, against clients that provoke resets instead of sending them).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// Ping interval that finds dead peers on idle HTTP/2 connections.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTP/2 on `io` until the peer is done or shutdown drains it.
-pub async fn serve_h2<S, Svc>(io: S, service: Svc, shared: &Shared)
+/// Serves HTTP/2 on `io` until the peer is done or shutdown drains it. Each request must have its
+/// response head within `timeouts.http_request`; a connection ended by the client's abuse (reset or
+/// CONTINUATION flood, oversized headers, protocol errors) gets one flow record from `conn`.
+pub async fn serve_h2<S, Svc>(io: S, service: Svc, shared: &Arc<Shared>, conn: ConnCtx)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
@@ -32,54 +40,147 @@ where
         + 'static,
     Svc::Future: Send + 'static,
 {
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let service = Timed::new(service, shared, conn.clone());
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONN_WINDOW)
         .max_frame_size(H2_MAX_FRAME)
         .max_concurrent_streams(shared.limits.h2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
-        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(shared.limits.h2_max_pending_resets)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .max_header_list_size(shared.limits.h2_max_header_list_size)
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
         .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    tokio::pin!(connection);
     let result = tokio::select! {
-        r = conn.as_mut() => r,
+        r = connection.as_mut() => r,
         () = shared.shutdown.cancelled() => {
             // GOAWAY: no new streams; open ones finish within the gateway's grace period.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
     };
     if let Err(e) = result {
         tracing::debug!("h2 connection ended: {e}");
+        if let Some(error) = client_abuse(e) {
+            conn.finish(shared, Moved::default(), &Err(error));
+        }
     }
 }
 
-/// Serves HTTP/1.1 (with upgrades: CONNECT, WebSocket) on `io`.
-pub async fn serve_http1<S, Svc>(io: S, service: Svc, shared: &Shared)
+/// Serves HTTP/1.1 (with upgrades: CONNECT, WebSocket) on `io`, with the same request timeout
+/// and abuse flow records as [`serve_h2`] (oversized heads, header-read timeout, bytes that are
+/// not HTTP).
+pub async fn serve_http1<S, Svc>(io: S, service: Svc, shared: &Arc<Shared>, conn: ConnCtx)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     Svc::Future: Send + 'static,
 {
-    let conn = hyper::server::conn::http1::Builder::new()
+    let service = Timed::new(service, shared, conn.clone());
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.timeouts.http_header_read)
         .max_buf_size(shared.limits.http1_max_header_bytes.max(8192))
         .max_headers(shared.limits.http1_max_headers)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    tokio::pin!(conn);
+    tokio::pin!(connection);
     let result = tokio::select! {
-        r = conn.as_mut() => r,
+        r = connection.as_mut() => r,
         () = shared.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
     };
     if let Err(e) = result {
         tracing::debug!("http/1.1 connection ended: {e}");
+        if let Some(error) = client_abuse(e) {
+            conn.finish(shared, Moved::default(), &Err(error));
+        }
+    }
+}
+
+/// The client-caused ending a connection error names, if any. Ordinary endings (the peer closed or
+/// reset the socket, a GOAWAY from the peer) are not flows of their own: their requests have them.
+fn client_abuse(error: hyper::Error) -> Option<ConnError> {
+    if error.is_parse_too_large() {
+        // hyper maps both a head over max_buf_size and more than max_headers headers here.
+        return Some(ConnError::ClientHeadersTooLarge);
+    }
+    if error.is_timeout() {
+        return Some(ConnError::ClientHeaderTimeout);
+    }
+    if error.is_parse() || error.is_parse_version_h2() {
+        return Some(ConnError::ClientHttpInvalid(error));
+    }
+    let h2 = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<h2::Error>())?;
+    if !(h2.is_go_away() && h2.is_library()) {
+        return None;
+    }
+    // h2 names its abuse limits in the GOAWAY debug data, which its Display shows; the text is
+    // the library's own (never the peer's).
+    let text = h2.to_string();
+    Some(if h2.reason() != Some(h2::Reason::ENHANCE_YOUR_CALM) {
+        ConnError::ClientH2Protocol(error)
+    } else if text.contains("too_many_continuations") {
+        ConnError::ClientH2ContinuationFlood
+    } else if text.contains("too_many_resets") || text.contains("too_many_internal_resets") {
+        ConnError::ClientH2ResetFlood
+    } else if text.contains("header_list_way_too_large") {
+        ConnError::ClientHeadersTooLarge
+    } else {
+        ConnError::ClientH2Protocol(error)
+    })
+}
+
+/// A service whose every response head must be ready within `timeouts.http_request`; past it, the
+/// request gets 504 and a `request_timeout` flow, and its inner handling is dropped (no other
+/// flow: the inner future never finished).
+#[derive(Clone)]
+struct Timed<Svc> {
+    inner: Svc,
+    shared: Arc<Shared>,
+    conn: ConnCtx,
+}
+
+impl<Svc> Timed<Svc> {
+    fn new(inner: Svc, shared: &Arc<Shared>, conn: ConnCtx) -> Self {
+        Self {
+            inner,
+            shared: shared.clone(),
+            conn,
+        }
+    }
+}
+
+impl<Svc> Service<Request<Incoming>> for Timed<Svc>
+where
+    Svc: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+    Svc::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let mut ctx = self.conn.clone();
+        ctx.started = std::time::Instant::now();
+        ctx.name = request_authority(&req).map(|a| host_of(&a));
+        let shared = self.shared.clone();
+        let limit = shared.timeouts.http_request;
+        let handling = self.inner.call(req);
+        Box::pin(async move {
+            if let Ok(response) = tokio::time::timeout(limit, handling).await {
+                return response;
+            }
+            let error = ConnError::RequestTimeout;
+            let response = local_response(StatusCode::GATEWAY_TIMEOUT, &error);
+            ctx.status = Some(response.status().as_u16());
+            ctx.finish(&shared, Moved::default(), &Err(error));
+            Ok(response)
+        })
     }
 }

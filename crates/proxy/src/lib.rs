@@ -5,6 +5,7 @@ pub mod gateway;
 pub mod tls;
 pub use gateway::{BindError, Gateway};
 pub mod admin;
+pub mod admit;
 pub mod context;
 pub mod detect;
 pub mod edge;

@@ -42,6 +42,12 @@ pub async fn serve(
             &Err(ConnError::LocalNoOriginalDst(e)),
         );
     }
+    // Every path from here connects to the original destination: refuse a forbidden one before
+    // any handshake (the connect would refuse it too, later).
+    if !shared.guard.permits(original.ip()) {
+        let refusal = ConnError::PolicyDestinationForbidden(original.ip());
+        return ctx.finish(&shared, Moved::default(), &Err(refusal));
+    }
     let target = Target {
         host: None,
         ip: Some(original.ip()),

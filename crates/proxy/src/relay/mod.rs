@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admit::{ClientIdentity, Permit, TunnelLimit};
 use crate::config::RelayListener;
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
@@ -30,6 +31,7 @@ pub async fn serve(
     listener: Arc<str>,
     relay: &RelayListener,
     shared: Arc<Shared>,
+    tunnels: Arc<TunnelLimit>,
 ) {
     let acceptor = TlsAcceptor::from(relay.tls.clone());
     let tls = match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(tcp)).await {
@@ -53,16 +55,54 @@ pub async fn serve(
             return;
         }
     };
-    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let session = tls.get_ref().1;
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    // The client certificate (verified by the handshake when mTLS is configured) names the client
+    // for its tunnel limit; without one, its address does.
+    let cert = session.peer_certificates().and_then(|chain| chain.first());
+    let identity = ClientIdentity::of(cert.map(|c| c.as_ref()), client.ip());
+    let admission = Admission { tunnels, identity };
     let service = RelayService::new(
         listener.clone(),
         client,
         relay.routes.clone(),
         shared.clone(),
+        admission.clone(),
     );
+    let conn = ConnCtx::new(listener.clone(), Role::Relay, Mode::Splice, client);
     match alpn.as_deref() {
-        Some(crate::tls::ALPN_H2) => serve_h2(tls, service, &shared).await,
-        Some(_) => serve_http1(tls, service, &shared).await,
-        None => raw::serve(tls, client, listener, relay, service, shared.clone()).await,
+        Some(crate::tls::ALPN_H2) => {
+            let _h2 = shared.flows.metrics().relay_h2_conn();
+            serve_h2(tls, service, &shared, conn).await;
+        }
+        Some(_) => serve_http1(tls, service, &shared, conn).await,
+        None => {
+            raw::serve(
+                tls,
+                client,
+                listener,
+                relay,
+                service,
+                shared.clone(),
+                &admission,
+            )
+            .await
+        }
+    }
+}
+
+/// A relay client's identity and the listener's tunnel counts, checked for each tunnel it opens.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    tunnels: Arc<TunnelLimit>,
+    identity: ClientIdentity,
+}
+
+impl Admission {
+    /// A slot for one more tunnel, or `client_tunnel_limit`.
+    fn admit_tunnel(&self) -> Result<Permit<ClientIdentity>, ConnError> {
+        self.tunnels
+            .try_admit(self.identity.clone())
+            .ok_or(ConnError::ClientTunnelLimit)
     }
 }

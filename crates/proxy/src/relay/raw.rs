@@ -8,12 +8,12 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::RelayService;
+use super::{Admission, RelayService};
 use crate::config::RelayListener;
 use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
-use crate::flow::{Mode, Role};
+use crate::flow::{Mode, Role, TlsFacts};
 use crate::io::{Moved, Prefixed, splice};
 use crate::route::Traffic;
 
@@ -24,30 +24,31 @@ pub async fn serve<S>(
     relay: &RelayListener,
     service: RelayService,
     shared: Arc<Shared>,
+    admission: &Admission,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut ctx = ConnCtx::new(listener, Role::Relay, Mode::Splice, client);
     let mut prefix = BytesMut::with_capacity(2048);
-    let hello = detect::read_client_hello(
-        &mut io,
-        &mut prefix,
-        shared.limits.max_client_hello,
-        shared.timeouts.detect,
-    )
-    .await;
+    let hello = detect::client_hello(&mut io, &mut prefix, &shared, Role::Relay).await;
     let hello = match hello {
         Ok(hello) => hello,
         Err(ConnError::ClientNotTls) => {
             let io = Prefixed::new(prefix.freeze(), io);
-            return crate::http_server::serve_http1(io, service, &shared).await;
+            return crate::http_server::serve_http1(io, service, &shared, ctx).await;
         }
         Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
     };
+    ctx.tls = Some(TlsFacts::offered(&hello));
     let Some(sni) = hello.sni else {
         return ctx.finish(&shared, read_only(&prefix), &Err(ConnError::ClientNoSni));
     };
     ctx.name = Some(sni.clone());
+    // This connection is one tunnel of its client's.
+    let _tunnel = match admission.admit_tunnel() {
+        Ok(permit) => permit,
+        Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
+    };
     let Some((host, port)) = relay.routes.target(&sni, Traffic::Tls) else {
         return ctx.finish(&shared, read_only(&prefix), &Err(ConnError::PolicyNoRoute));
     };

@@ -18,13 +18,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::Admission;
 use crate::config::Routes;
 use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::detect;
 use crate::error::ConnError;
-use crate::flow::{Mode, Role};
+use crate::flow::{Mode, Role, TlsFacts};
 use crate::http_util::{host_of, local_response, request_authority, status_for};
 use crate::io::{Moved, splice};
+use crate::metrics::RelayH2Stream;
 use crate::route::{Traffic, traffic_for_connect_port};
 use crate::transport::Body;
 
@@ -35,6 +37,7 @@ pub struct RelayService {
     client: SocketAddr,
     routes: Arc<Routes>,
     shared: Arc<Shared>,
+    admission: Admission,
 }
 
 impl RelayService {
@@ -43,12 +46,14 @@ impl RelayService {
         client: SocketAddr,
         routes: Arc<Routes>,
         shared: Arc<Shared>,
+        admission: Admission,
     ) -> Self {
         Self {
             listener,
             client,
             routes,
             shared,
+            admission,
         }
     }
 
@@ -68,7 +73,12 @@ impl RelayService {
         self.shared.connect(host, port).await
     }
 
-    async fn tunnel(self, req: Request<Incoming>) -> Response<Body> {
+    /// `stream` (HTTP/2 only) moves into the tunnel task: the stream stays active until it ends.
+    async fn tunnel(
+        self,
+        req: Request<Incoming>,
+        stream: &mut Option<RelayH2Stream>,
+    ) -> Response<Body> {
         let mut ctx = self.ctx(Mode::Splice);
         let Some(authority) = req.uri().authority().cloned() else {
             return self.refuse(ctx, StatusCode::BAD_REQUEST, ConnError::ClientNoHost);
@@ -82,15 +92,28 @@ impl RelayService {
             return self.refuse(ctx, StatusCode::FORBIDDEN, ConnError::PolicyNoRoute);
         };
         ctx.upstream = Some(format!("{host}:{port}"));
+        let permit = match self.admission.admit_tunnel() {
+            Ok(permit) => permit,
+            Err(e) => return self.refuse(ctx, StatusCode::TOO_MANY_REQUESTS, e),
+        };
         let upstream = match self.connect_upstream(&host, port).await {
             Ok(stream) => stream,
             Err(e) => return self.refuse(ctx, status_for(&e), e),
         };
         let on_upgrade = hyper::upgrade::on(req);
         let shared = self.shared.clone();
+        let held = stream.take().map(|mut s| {
+            s.answered();
+            s
+        });
         self.shared.clone().spawn(async move {
+            let _tunnel = permit;
+            let _stream = held;
             let (moved, result) = match on_upgrade.await {
-                Ok(io) => carry(TokioIo::new(io), upstream, traffic, &name, &shared).await,
+                Ok(io) => {
+                    let io = TokioIo::new(io);
+                    carry(io, upstream, traffic, &name, &shared, &mut ctx.tls).await
+                }
                 Err(e) => (Moved::default(), Err(ConnError::RelayHttp(e))),
             };
             ctx.status = Some(200);
@@ -141,6 +164,7 @@ async fn carry(
     traffic: Traffic,
     authority_name: &str,
     shared: &Shared,
+    tls: &mut Option<TlsFacts>,
 ) -> (Moved, Result<(), ConnError>) {
     let idle = shared.timeouts.idle;
     if traffic == Traffic::Http {
@@ -151,13 +175,10 @@ async fn carry(
         from_client: prefix.len() as u64,
         to_client: 0,
     };
-    let hello = detect::read_client_hello(
-        &mut io,
-        &mut prefix,
-        shared.limits.max_client_hello,
-        shared.timeouts.detect,
-    )
-    .await;
+    let hello = detect::client_hello(&mut io, &mut prefix, shared, Role::Relay).await;
+    if let Ok(hello) = &hello {
+        *tls = Some(TlsFacts::offered(hello));
+    }
     match hello {
         Err(e) => (read_only(&prefix), Err(e)),
         // No SNI: nothing contradicts the authority, which already chose the upstream.
@@ -185,12 +206,19 @@ impl hyper::service::Service<Request<Incoming>> for RelayService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
+        let h2 = req.version() == http::Version::HTTP_2;
+        let mut stream = h2.then(|| this.shared.flows.metrics().relay_h2_stream());
         Box::pin(async move {
-            Ok(if req.method() == Method::CONNECT {
-                this.tunnel(req).await
+            let response = if req.method() == Method::CONNECT {
+                this.tunnel(req, &mut stream).await
             } else {
                 this.forward(req).await
-            })
+            };
+            // Dropped before this line (the edge reset the stream): counted as reset.
+            if let Some(stream) = stream.as_mut() {
+                stream.answered();
+            }
+            Ok(response)
         })
     }
 }
