@@ -346,10 +346,18 @@ async fn flows_and_metrics_describe_bumped_and_refused_requests() {
     assert_eq!(sample(&metrics, accepted), Some(3), "{metrics}");
     assert!(sample(&metrics, "tlsgate_cert_mints_total{listener=\"proxy\"}").unwrap() >= 1);
     assert!(sample(&metrics, "tlsgate_bytes_total{direction=\"from_client\"}").unwrap() > 0);
-    // Every sample belongs to a family announced with HELP and TYPE.
+    // Every sample belongs to a family announced with HELP and TYPE (a histogram's samples are
+    // its `_bucket`, `_sum` and `_count` series).
     for line in metrics.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();
-        assert!(metrics.contains(&format!("# TYPE {name} ")), "{line}");
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .any(|base| metrics.contains(&format!("# TYPE {base} histogram")));
+        assert!(
+            histogram || metrics.contains(&format!("# TYPE {name} ")),
+            "{line}"
+        );
     }
 
     promtool_accepts(&metrics);
