@@ -97,6 +97,184 @@ fn observe(admin: SocketAddr, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A compact line with its time (`Nov 22 18:20:01.123`) and the client's port, which vary,
+/// replaced by `TIME` and `PORT`; panics unless the line starts with such a time.
+fn shape(line: &str) -> String {
+    let (time, rest) = line.split_at(19);
+    let b = time.as_bytes();
+    assert!(
+        b[0].is_ascii_uppercase()
+            && b[3] == b' '
+            && b[6] == b' '
+            && b[9] == b':'
+            && b[15] == b'.'
+            && b[16..].iter().all(u8::is_ascii_digit),
+        "a time first: {line:?}"
+    );
+    let (before, after) = rest
+        .split_once("127.0.0.1:")
+        .unwrap_or_else(|| panic!("a client in {line:?}"));
+    let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    assert!(digits > 0, "{line:?}");
+    format!("TIME{before}127.0.0.1:PORT{}", &after[digits..])
+}
+
+/// Waits until the ring holds at least `n` flows.
+fn wait_for_flows(admin: SocketAddr, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while observe(admin, &["--last", "100", "-o", "json"])
+        .lines()
+        .count()
+        < n
+    {
+        assert!(Instant::now() < deadline, "records did not reach the ring");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn json_urls(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["flow"]["l7"]["http"]["url"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn observe_filters_by_path_name_and_time_and_prints_table_and_jsonpb() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, proxy, admin) = start(dir.path());
+    curl_denied(proxy, "/api/v1?x=/web/");
+    wait_for_flows(admin, 2);
+    std::thread::sleep(Duration::from_millis(20));
+    let between = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(20));
+    curl_denied(proxy, "/web/page");
+    wait_for_flows(admin, 4);
+
+    // --http-path: a regex over the path only (the first query mentions /web/ too).
+    let api = observe(admin, &["--http-path", "^/api/", "-o", "json"]);
+    assert_eq!(json_urls(&api), ["http://denied.test/api/v1?x=/web/"; 2]);
+    let web = observe(
+        admin,
+        &[
+            "--fqdn",
+            "denied.test",
+            "--http-path",
+            "^/web/",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(json_urls(&web), ["http://denied.test/web/page"; 2]);
+    assert_eq!(observe(admin, &["--fqdn", "other.test"]), "");
+    assert_eq!(
+        observe(admin, &["--fqdn", "*.denied.test"]),
+        "",
+        "subdomains only"
+    );
+
+    // --since: a duration ago, or a time (only what ended after it).
+    assert_eq!(
+        json_urls(&observe(admin, &["--since", "1h", "-o", "json"])).len(),
+        4
+    );
+    let since = humantime::format_rfc3339_nanos(between).to_string();
+    let later = observe(admin, &["--since", &since, "-o", "json"]);
+    assert_eq!(json_urls(&later), ["http://denied.test/web/page"; 2]);
+    assert_eq!(observe(admin, &["--since", "2999-01-01T00:00:00Z"]), "");
+
+    // -o table: a header, then columns at the same offsets on every line.
+    let table = observe(admin, &["--last", "2", "-o", "table"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    let header = lines[0];
+    assert!(header.starts_with("TIMESTAMP"), "{table}");
+    for (column, cell) in [
+        ("SOURCE", "127.0.0.1:"),
+        ("DESTINATION", "denied.test"),
+        ("TYPE", "http-re"),
+        ("VERDICT", "DROPPED"),
+        ("SUMMARY", "HTTP/1.1 "),
+    ] {
+        let at = header.find(column).unwrap();
+        for line in &lines[1..] {
+            assert_eq!(
+                line.get(at..at + cell.len()),
+                Some(cell),
+                "{column}: {table}"
+            );
+        }
+    }
+    assert!(
+        lines[2].ends_with("(GET http://denied.test/api/v1?x=/web/) [denied]"),
+        "{table}"
+    );
+
+    // -o jsonpb: Hubble's GetFlowsResponse shape.
+    // --last counts records: the newest exchange, as its REQUEST and RESPONSE flows.
+    let jsonpb = observe(admin, &["--last", "1", "-o", "jsonpb"]);
+    let responses: Vec<serde_json::Value> = jsonpb
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(responses.len(), 2, "{jsonpb}");
+    for r in &responses {
+        assert_eq!(r["node_name"], admin.to_string());
+        assert_eq!(r["time"], r["flow"]["time"]);
+        assert_eq!(
+            r["flow"]["l7"]["http"]["url"],
+            "http://denied.test/web/page"
+        );
+    }
+    assert!(
+        responses[1]["flow"]["l7"]["latency_ns"].is_string(),
+        "{jsonpb}"
+    );
+
+    // Colour: never on a pipe by default, always when asked.
+    for output in ["compact", "table"] {
+        let plain = observe(admin, &["--last", "2", "-o", output]);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        let coloured = observe(admin, &["--last", "2", "-o", output, "--color", "always"]);
+        assert!(coloured.contains("\x1b[31m"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[0m"), "{coloured:?}");
+    }
+    let never = observe(admin, &["--last", "2", "--color", "never"]);
+    assert!(!never.contains('\x1b'));
+
+    // A bad regex is a usage error before anything is sent.
+    let bad = tlsgate(&[
+        "observe",
+        "--server",
+        &admin.to_string(),
+        "--http-path",
+        "(unclosed",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--http-path") && stderr.contains("regex parse error"),
+        "{stderr}"
+    );
+    let bad_since = tlsgate(&["observe", "--since", "yesterday"]);
+    assert_eq!(bad_since.status.code(), Some(2), "{bad_since:?}");
+
+    // --help teaches with examples.
+    let help = tlsgate(&["observe", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "Examples:",
+        "--http-path '^/api/'",
+        "--since 5m",
+        "-o jsonpb",
+        "--color <WHEN>",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
+}
+
 #[test]
 fn observe_prints_filtered_records_and_follows_new_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,24 +326,16 @@ fn observe_prints_filtered_records_and_follows_new_ones() {
         3,
         "an exchange (two flows) and a connection: {compact}"
     );
-    // Past the time and the client's port, which vary.
-    let after_client = |line: &str| {
-        let (_, rest) = line
-            .split_once(" 127.0.0.1:")
-            .expect("time then the client");
-        rest.split_once(' ').unwrap().1.to_owned()
-    };
     assert_eq!(
-        after_client(lines[0]),
-        "-> denied.test http-request DROPPED (denied) GET http://denied.test/cucumber"
-    );
-    assert_eq!(
-        after_client(lines[1]),
-        "-> denied.test http-response DROPPED (denied) GET http://denied.test/cucumber => 403"
-    );
-    assert_eq!(
-        after_client(lines[2]),
-        "-> denied.test deny DROPPED (denied) bytes 0/0"
+        lines.iter().map(|l| shape(l)).collect::<Vec<_>>(),
+        [
+            "TIME -> Request http from 127.0.0.1:PORT to denied.test, verdict Dropped (denied) \
+             GET http://denied.test/cucumber",
+            "TIME <- Response http to 127.0.0.1:PORT from denied.test, verdict Dropped (denied) \
+             GET http://denied.test/cucumber => 403",
+            "TIME -> Connection deny from 127.0.0.1:PORT to denied.test, verdict Dropped (denied), \
+             bytes 0/0",
+        ]
     );
     assert!(!compact.contains('\x1b'));
 
