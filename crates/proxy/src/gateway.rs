@@ -190,6 +190,15 @@ impl Gateway {
             self.flows.metrics().clone(),
             admin_stop.clone(),
         ));
+        let access_log = self.config.visibility.access_log.clone().map(|target| {
+            let (rx, metrics) = (self.flows.subscribe(), self.flows.metrics().clone());
+            tokio::spawn(crate::flow::access_log::run(
+                target,
+                rx,
+                metrics,
+                admin_stop.clone(),
+            ))
+        });
         if let Some(socket) = self.admin {
             let state = Arc::new(AdminState {
                 flows: self.flows.clone(),
@@ -286,6 +295,11 @@ impl Gateway {
             );
             shared.force.cancel();
             tracker.wait().await;
+        }
+        // The access log writes its last records (bounded in time) before the process exits.
+        admin_stop.cancel();
+        if let Some(task) = access_log {
+            let _ = task.await;
         }
     }
 }
