@@ -257,6 +257,33 @@ async fn edge_and_relay_metrics_move_with_tunnels_over_both_transports() {
     )
     .await;
 
+    // A tunnel held open is active on both sides until the client closes it.
+    let tcp = TcpStream::connect(edge.addr("tls-h2")).await.unwrap();
+    let inner = tokio_rustls::TlsConnector::from(services.client_config())
+        .connect(ServerName::try_from(PRIVATE).unwrap(), tcp)
+        .await
+        .unwrap();
+    settle(
+        edge_admin,
+        &[("tlsgate_tunnels_active{transport=\"h2\"}", 1.0)],
+    )
+    .await;
+    settle(relay_admin, &[("tlsgate_relay_h2_streams_active", 1.0)]).await;
+    drop(inner);
+    settle(
+        edge_admin,
+        &[("tlsgate_tunnels_active{transport=\"h2\"}", 0.0)],
+    )
+    .await;
+    settle(
+        relay_admin,
+        &[
+            ("tlsgate_relay_h2_streams_total", 3.0),
+            ("tlsgate_relay_h2_streams_active", 0.0),
+        ],
+    )
+    .await;
+
     // A client of its own that resets a stream the relay has not answered yet.
     let (tls_h2, _) = tlsgate_proxy::tls::relay_client_configs(&[pki.ca.cert_der()], None).unwrap();
     let tcp = TcpStream::connect(relay.addr("relay")).await.unwrap();
@@ -280,7 +307,7 @@ async fn edge_and_relay_metrics_move_with_tunnels_over_both_transports() {
         &[
             ("tlsgate_relay_h2_connections_accepted_total", 2.0),
             ("tlsgate_relay_h2_connections_active", 2.0),
-            ("tlsgate_relay_h2_streams_total", 3.0),
+            ("tlsgate_relay_h2_streams_total", 4.0),
             ("tlsgate_relay_h2_streams_active", 0.0),
             ("tlsgate_relay_h2_streams_reset_total", 1.0),
         ],
@@ -327,6 +354,16 @@ async fn start_interceptor(
 
 /// curl through `proxy` trusting `ca`: (exit code, HTTP status or 0).
 async fn curl(proxy: SocketAddr, ca: &std::path::Path, url: String) -> (Option<i32>, u16) {
+    let (exit, code, _) = curl_sized(proxy, ca, url).await;
+    (exit, code)
+}
+
+/// Like [`curl`], with the size of the body downloaded.
+async fn curl_sized(
+    proxy: SocketAddr,
+    ca: &std::path::Path,
+    url: String,
+) -> (Option<i32>, u16, u64) {
     let args = vec![
         "-sS".to_owned(),
         "--max-time".into(),
@@ -334,7 +371,7 @@ async fn curl(proxy: SocketAddr, ca: &std::path::Path, url: String) -> (Option<i
         "-o".into(),
         "/dev/null".into(),
         "-w".into(),
-        "%{http_code}".into(),
+        "%{http_code} %{size_download}".into(),
         "-x".into(),
         format!("http://{proxy}"),
         "--cacert".into(),
@@ -345,11 +382,10 @@ async fn curl(proxy: SocketAddr, ca: &std::path::Path, url: String) -> (Option<i
         .await
         .unwrap()
         .expect("curl runs");
-    let code = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (out.status.code(), code)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut fields = stdout.split_whitespace().map(|f| f.parse().unwrap_or(0));
+    let (code, size) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+    (out.status.code(), u16::try_from(code).unwrap_or(0), size)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,10 +401,14 @@ async fn interceptor_metrics_move_with_bumps_refusals_and_untrusted_origins() {
     let port = origin.addr.port();
 
     // Two bumped requests for one name: one mint, then a cache hit.
+    let mut downloaded = 0;
     for _ in 0..2 {
         let url = format!("https://{BUMPED}:{port}/page");
-        assert_eq!(curl(addr, &ca, url).await, (Some(0), 200));
+        let (exit, code, size) = curl_sized(addr, &ca, url).await;
+        assert_eq!((exit, code), (Some(0), 200));
+        downloaded += size;
     }
+    assert!(downloaded > 0);
     // Refused by the rules at CONNECT (403), before any ClientHello or certificate.
     let (exit, _) = curl(addr, &ca, format!("https://{DENIED}:{port}/")).await;
     assert_ne!(exit, Some(0));
@@ -427,5 +467,21 @@ async fn interceptor_metrics_move_with_bumps_refusals_and_untrusted_origins() {
     let latency_sum = sample(&metrics, &format!("{latency}_sum{{role=\"intercept\"}}")).unwrap();
     assert!(latency_sum > 0.0 && latency_sum < 60.0, "{latency_sum}");
     promtool_accepts(&metrics);
+
+    // Bumped connections count their client-side bytes (TLS records, so more than the bodies)
+    // when they end, like tunnels and splices.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let metrics = scrape(admin).await;
+        let to_client = sample(&metrics, "tlsgate_bytes_total{direction=\"to_client\"}").unwrap();
+        if to_client > downloaded as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bumped bytes not counted: {to_client} <= {downloaded}\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     proxy.stop().await;
 }
