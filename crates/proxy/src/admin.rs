@@ -166,6 +166,7 @@ fn cert_gauges(state: &AdminState) -> Vec<CertGauges> {
             listener: name.clone(),
             mints: s.certs.mint_count(),
             stats: s.certs.cache_stats(),
+            mint_seconds: s.certs.mint_seconds().clone(),
         })
         .collect()
 }
