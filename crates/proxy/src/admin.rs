@@ -1,6 +1,7 @@
 //! The admin API (HTTP/1.1, loopback by default): `/flows` (NDJSON, `?follow=1` streams), `/metrics`
 //! (Prometheus text), `/ready`, `/config` (listeners, no secrets), `/certs` (minted-certificate
-//! caches). Documented in docs/flows.md and docs/metrics.md.
+//! caches), and `POST /reload` (re-read and apply the config file; docs/config.md). Documented in
+//! docs/flows.md and docs/metrics.md.
 //!
 //! A follower gets records through its own bounded queue fed from the flow bus; when it stops
 //! reading, its feeder falls behind the bus and skips ahead (telling it `{"lost": N}`), so the data
@@ -25,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::flow::filter::FlowQuery;
 use crate::flow::ring::FlowRing;
 use crate::flow::{Flows, hubble};
-use crate::intercept::InterceptState;
 use crate::metrics::CertGauges;
+use crate::reload::Reloader;
 
 /// Admin connections served at once; more wait in the kernel's backlog.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -43,8 +44,9 @@ pub struct AdminState {
     pub ring: Arc<FlowRing>,
     /// `/config`: a summary of the listeners (no keys, no tokens).
     pub config_summary: Value,
-    /// Interception listeners by name, for `/certs` and the certificate metrics.
-    pub intercepts: Vec<(String, Arc<InterceptState>)>,
+    /// Reloads the config (`POST /reload`); also knows the interception listeners in force, for
+    /// `/certs` and the certificate metrics.
+    pub reloader: Arc<Reloader>,
     pub bearer_token: Option<Arc<str>>,
 }
 
@@ -89,7 +91,12 @@ async fn serve_conn(
     let service_stop = stop.clone();
     let service = hyper::service::service_fn(move |req| {
         let (state, stop) = (state.clone(), service_stop.clone());
-        async move { Ok::<_, Infallible>(handle(&state, req, stop)) }
+        async move {
+            if req.method() == Method::POST && req.uri().path() == "/reload" {
+                return Ok::<_, Infallible>(reload(&state, &req).await);
+            }
+            Ok::<_, Infallible>(handle(&state, req, stop))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -105,23 +112,55 @@ async fn serve_conn(
     }
 }
 
+/// `POST /reload`: 200 with `reloaded` once the new config is in force; 409 with every error, one
+/// per line, when it is rejected (the config in force stays).
+async fn reload(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody> {
+    if let Some(resp) = unauthorized(state, req) {
+        return resp;
+    }
+    match state.reloader.reload("admin").await {
+        Ok(()) => text(StatusCode::OK, "reloaded\n"),
+        Err(rejected) => {
+            let mut body = format!(
+                "config rejected ({} errors); the config in force stays\n",
+                rejected.errors.len()
+            );
+            for error in &rejected.errors {
+                body.push_str(error);
+                body.push('\n');
+            }
+            text(StatusCode::CONFLICT, body)
+        }
+    }
+}
+
+/// The 401 response when a token is configured and `req` does not carry it.
+fn unauthorized<B>(state: &AdminState, req: &Request<B>) -> Option<Response<AdminBody>> {
+    let token = state.bearer_token.as_ref()?;
+    if authorized(req, token) {
+        return None;
+    }
+    let mut resp = text(StatusCode::UNAUTHORIZED, "bearer token required\n");
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(resp)
+}
+
 fn handle(
     state: &AdminState,
     req: Request<Incoming>,
     stop: CancellationToken,
 ) -> Response<AdminBody> {
-    if let Some(token) = &state.bearer_token
-        && !authorized(&req, token)
-    {
-        let mut resp = text(StatusCode::UNAUTHORIZED, "bearer token required\n");
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+    if let Some(resp) = unauthorized(state, &req) {
         return resp;
     }
     if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET (and POST /reload)\n",
+        );
     }
     match req.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n"),
@@ -145,7 +184,7 @@ fn handle(
 }
 
 /// Compares the bearer token without an early exit on the first differing byte.
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+fn authorized<B>(req: &Request<B>, token: &str) -> bool {
     let Some(given) = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -160,10 +199,11 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 
 fn cert_gauges(state: &AdminState) -> Vec<CertGauges> {
     state
-        .intercepts
-        .iter()
+        .reloader
+        .intercepts()
+        .into_iter()
         .map(|(name, s)| CertGauges {
-            listener: name.clone(),
+            listener: name,
             mints: s.certs.mint_count(),
             stats: s.certs.cache_stats(),
             mint_seconds: s.certs.mint_seconds().clone(),

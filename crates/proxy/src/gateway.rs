@@ -8,21 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminState;
 use crate::admit::{SourceLimit, TunnelLimit};
-use crate::config::{Config, Listener, ListenerKind, RelayUpstream};
+use crate::config::{Config, Listener, ListenerKind};
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
 use crate::flow::ring::FlowRing;
 use crate::flow::{FlowRecord, Flows, Mode, Role};
 use crate::intercept::{self, InterceptState};
 use crate::io::Moved;
+use crate::reload::{Base, Fixed, Reloader, Running};
 use crate::transport::RelayClient;
-use crate::upstream::{DestinationGuard, Resolver};
 use crate::{edge, relay};
 
 /// Flow records kept for slow subscribers before they start losing the oldest.
@@ -67,6 +67,7 @@ pub struct Gateway {
     ring: Arc<FlowRing>,
     ring_feed: broadcast::Receiver<Arc<FlowRecord>>,
     admin: Option<TcpListener>,
+    reloader: Arc<Reloader>,
 }
 
 /// The name the admin API's address is listed under in [`Gateway::local_addrs`].
@@ -109,8 +110,10 @@ impl Gateway {
                 })?),
                 None => None,
             };
-        let flows = Flows::new(FLOW_BUS_CAPACITY);
+        let flows = Flows::new(FLOW_BUS_CAPACITY)
+            .with_redaction(crate::flow::Redaction::from(&config.visibility.flows));
         Ok(Self {
+            reloader: Arc::new(Reloader::new(flows.clone())),
             ring: Arc::new(FlowRing::new(config.visibility.flows.ring_size)),
             ring_feed: flows.subscribe(),
             config,
@@ -168,10 +171,24 @@ impl Gateway {
         })
     }
 
-    /// The state of the interception listener named `name` (certificate store, counters).
+    /// The state of the interception listener named `name` (certificate store, counters): the
+    /// one in force once running (a reload replaces it), else the one built at bind.
     pub fn intercept_state(&self, name: &str) -> Option<Arc<InterceptState>> {
+        if let Some((_, state)) = self
+            .reloader
+            .intercepts()
+            .into_iter()
+            .find(|(n, _)| n == name)
+        {
+            return Some(state);
+        }
         let index = self.config.listeners.iter().position(|l| l.name == name)?;
         self.intercepts.get(&index).cloned()
+    }
+
+    /// The handle that reloads this gateway once it runs (SIGHUP, admin `POST /reload`, tests).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Flow records from now on (one per connection, stream or HTTP request outcome).
@@ -199,21 +216,55 @@ impl Gateway {
                 admin_stop.clone(),
             ))
         });
+        let base = Base {
+            flows: self.flows.clone(),
+            shutdown: shutdown.clone(),
+            force: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        let (tracker, force) = (base.tracker.clone(), base.force.clone());
+        let fixed = Fixed::of(&self.config);
+        // The first generation: interception states were built (and checked) at bind.
+        let generation = match crate::reload::build_generation(&self.config, self.intercepts, &base)
+        {
+            Ok(generation) => generation,
+            Err(errors) => {
+                for error in errors {
+                    tracing::error!("cannot serve: {error}");
+                }
+                return;
+            }
+        };
+        let mut senders = Vec::with_capacity(generation.tasks.len());
+        let mut accept_loops = Vec::new();
+        for ((task, listener), socket) in generation
+            .tasks
+            .iter()
+            .zip(&self.config.listeners)
+            .zip(self.sockets)
+        {
+            if let Ok(addr) = socket.local_addr() {
+                tracing::info!(listener = %listener.name, %addr, kind = kind_name(&listener.kind), "listening");
+            }
+            let (tx, rx) = watch::channel(task.clone());
+            senders.push(tx);
+            accept_loops.push(tokio::spawn(accept_loop(socket, rx, shutdown.clone())));
+        }
+        let running = Running {
+            fixed,
+            base,
+            listeners: senders,
+            policy_watch: shutdown.child_token(),
+            grace: generation.grace,
+        };
+        // Installs the generation (and starts watching its policy files); reloads replace it.
+        self.reloader.start(running, generation).await;
         if let Some(socket) = self.admin {
             let state = Arc::new(AdminState {
                 flows: self.flows.clone(),
                 ring: self.ring.clone(),
                 config_summary,
-                intercepts: self
-                    .intercepts
-                    .iter()
-                    .filter_map(|(index, state)| {
-                        Some((
-                            self.config.listeners.get(*index)?.name.clone(),
-                            state.clone(),
-                        ))
-                    })
-                    .collect(),
+                reloader: self.reloader.clone(),
                 bearer_token: self
                     .config
                     .visibility
@@ -223,66 +274,18 @@ impl Gateway {
             });
             tokio::spawn(crate::admin::serve(socket, state, admin_stop.clone()));
         }
-        let shared = Arc::new(Shared {
-            timeouts: self.config.timeouts,
-            limits: self.config.limits,
-            guard: DestinationGuard::new(self.config.allow_destinations.clone()),
-            resolver: Resolver::new(self.config.dns_server),
-            flows: self.flows.clone(),
-            shutdown: shutdown.clone(),
-            force: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        });
-        let tracker = shared.tracker.clone();
-        // Keyed by the upstream's address: listeners naming the same relay share one client (and pool).
-        let mut relays: HashMap<usize, Arc<RelayClient>> = HashMap::new();
-        let mut accept_loops = Vec::new();
-        let mut intercepts = self.intercepts;
-        // Policies are reloaded when their file changes or on SIGHUP, for new requests.
-        let slots: Vec<_> = intercepts
-            .values()
-            .filter_map(|state| state.config.policy.clone())
-            .collect();
-        tokio::spawn(crate::policy::watch(slots, shutdown.clone()));
-        for (index, (listener, socket)) in self
-            .config
-            .listeners
-            .into_iter()
-            .zip(self.sockets)
-            .enumerate()
-        {
-            let relay = relay_of(&listener).map(|upstream| {
-                relays
-                    .entry(Arc::as_ptr(upstream) as usize)
-                    .or_insert_with(|| {
-                        Arc::new(RelayClient::new(
-                            upstream.clone(),
-                            shared.resolver.clone(),
-                            shared.timeouts,
-                            shutdown.clone(),
-                        ))
-                    })
-                    .clone()
-            });
-            if let Ok(addr) = socket.local_addr() {
-                tracing::info!(listener = %listener.name, %addr, kind = kind_name(&listener.kind), "listening");
-            }
-            let role = Arc::new(ListenerTask {
-                name: listener.name.as_str().into(),
-                listener,
-                relay,
-                intercept: intercepts.remove(&index),
-                shared: shared.clone(),
-            });
-            accept_loops.push(tokio::spawn(accept_loop(socket, role, shutdown.clone())));
-        }
         shutdown.cancelled().await;
         // Listeners close as their accept loops end: no new connections from here on.
         for accept in accept_loops {
             let _ = accept.await;
         }
         tracker.close();
-        let grace = shared.timeouts.shutdown_grace;
+        // The grace period of the config in force (a reload may have changed it).
+        let grace = self
+            .reloader
+            .grace()
+            .await
+            .unwrap_or(self.config.timeouts.shutdown_grace);
         tracing::info!(
             in_flight = tracker.len(),
             ?grace,
@@ -293,7 +296,7 @@ impl Gateway {
                 in_flight = tracker.len(),
                 "grace period over: closing remaining connections"
             );
-            shared.force.cancel();
+            force.cancel();
             tracker.wait().await;
         }
         // The access log writes its last records (bounded in time) before the process exits.
@@ -304,15 +307,7 @@ impl Gateway {
     }
 }
 
-fn relay_of(listener: &Listener) -> Option<&Arc<RelayUpstream>> {
-    match &listener.kind {
-        ListenerKind::TlsPassthrough(edge) => Some(&edge.relay),
-        ListenerKind::Http(edge) => Some(&edge.relay),
-        ListenerKind::Relay(_) | ListenerKind::Intercept(_) => None,
-    }
-}
-
-fn kind_name(kind: &ListenerKind) -> &'static str {
+pub(crate) fn kind_name(kind: &ListenerKind) -> &'static str {
     match kind {
         ListenerKind::TlsPassthrough(_) => "tls-passthrough",
         ListenerKind::Http(_) => "http",
@@ -321,16 +316,25 @@ fn kind_name(kind: &ListenerKind) -> &'static str {
     }
 }
 
-/// What one listener's connections need.
-struct ListenerTask {
-    name: Arc<str>,
-    listener: Listener,
-    relay: Option<Arc<RelayClient>>,
-    intercept: Option<Arc<InterceptState>>,
-    shared: Arc<Shared>,
+/// What one listener's connections need, from one config generation (see `reload`): a connection
+/// holds the task it was accepted with until it ends.
+pub(crate) struct ListenerTask {
+    pub name: Arc<str>,
+    pub listener: Listener,
+    pub relay: Option<Arc<RelayClient>>,
+    pub intercept: Option<Arc<InterceptState>>,
+    pub shared: Arc<Shared>,
+    /// Shared by the generation's tasks: when the last is gone, its relay clients stop.
+    pub _retire: Arc<DropGuard>,
 }
 
-async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: CancellationToken) {
+async fn accept_loop(
+    socket: TcpListener,
+    current: watch::Receiver<Arc<ListenerTask>>,
+    shutdown: CancellationToken,
+) {
+    // Name, kind and max_connections cannot change on reload, so the first task's do for the loop.
+    let task = current.borrow().clone();
     let limit = Arc::new(Semaphore::new(task.shared.limits.max_connections));
     // Like max_connections, these limits live as long as the listener (a reload keeps them).
     let sources = SourceLimit::new(task.shared.limits.max_connections_per_source);
@@ -353,6 +357,8 @@ async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: Can
                 continue;
             }
         };
+        // The generation in force now: a reload swaps it for connections accepted from here on.
+        let task = current.borrow().clone();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             let ctx = ConnCtx::new(
                 task.name.clone(),
@@ -385,10 +391,12 @@ async fn accept_loop(socket: TcpListener, task: Arc<ListenerTask>, shutdown: Can
         let conn = task.clone();
         let active = gauges.accept();
         let tunnels = tunnels.clone();
-        task.shared.spawn(async move {
-            conn.serve(tcp, client, tunnels).await;
-            drop((permit, source, active));
-        });
+        // Held by the connection and by every task it spawns (an upgraded CONNECT outlives it).
+        let admitted: crate::context::Admitted = Arc::new((permit, source, active));
+        task.shared
+            .spawn(crate::context::ADMITTED.scope(admitted, async move {
+                conn.serve(tcp, client, tunnels).await;
+            }));
     }
 }
 

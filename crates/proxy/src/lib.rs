@@ -19,6 +19,7 @@ pub mod io;
 pub mod metrics;
 pub mod policy;
 pub mod relay;
+pub mod reload;
 pub mod route;
 pub mod transport;
 pub mod upstream;

@@ -1,6 +1,6 @@
 //! The L7 policy as the runtime holds it: compiled, shared, and swapped atomically when its file
-//! changes (polled) or on SIGHUP. A policy that fails to load is rejected with its errors logged;
-//! the one in force stays.
+//! changes (polled). SIGHUP reloads the whole config, policies included (`reload`). A policy that
+//! fails to load is rejected with its errors logged; the one in force stays.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -117,26 +117,15 @@ fn stamp_of(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Watches `slots` until `stop`: reloads a policy when its file changes or on SIGHUP.
+/// Watches `slots` until `stop`: reloads a policy when its file changes. (SIGHUP is a whole-config
+/// reload, which builds new slots and restarts this watcher on them.)
 pub async fn watch(slots: Vec<Arc<PolicySlot>>, stop: tokio_util::sync::CancellationToken) {
     if slots.is_empty() {
         return;
     }
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
-        let sighup = async {
-            match hangup.as_mut() {
-                Some(signal) => signal.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = sighup => {
-                for slot in &slots {
-                    slot.reload_and_log("SIGHUP");
-                }
-            }
             () = tokio::time::sleep(POLICY_POLL) => {
                 for slot in slots.iter().filter(|s| s.changed()) {
                     slot.reload_and_log("file changed");

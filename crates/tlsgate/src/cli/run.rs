@@ -1,5 +1,5 @@
 //! `tlsgate run`: load (or, without a config, make the default intercepting proxy), bind, serve
-//! until a signal, drain.
+//! until a signal, drain. SIGHUP re-reads the config and swaps it in (see docs/config.md, Reload).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
 use tlsgate_proxy::Gateway;
 use tlsgate_proxy::config::Config;
+use tlsgate_proxy::reload::ConfigSource;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -39,10 +40,10 @@ pub fn run(config: Option<&Path>, listen: SocketAddr, log_level: Option<&str>) -
     let result = runtime.and_then(|rt| {
         rt.block_on(async {
             match config {
-                Some(path) => serve(load_file(path)?, None).await,
+                Some(path) => serve(load_file(path)?, None, file_source(path)).await,
                 None => {
-                    let (config, ca_cert) = default_proxy(listen)?;
-                    serve(config, Some(ca_cert)).await
+                    let (config, ca_cert, dir) = default_proxy(listen)?;
+                    serve(config, Some(ca_cert), default_source(listen, dir)).await
                 }
             }
         })
@@ -85,9 +86,25 @@ fn load_file(path: &Path) -> anyhow::Result<Config> {
     })
 }
 
-/// The config of `run` without `--config`, and the path of its CA certificate. Creates the CA in
-/// the default directory if there is none yet.
-fn default_proxy(listen: SocketAddr) -> anyhow::Result<(Config, PathBuf)> {
+/// Reloads re-read `path` and validate it fully, every problem one line with its key path.
+fn file_source(path: &Path) -> ConfigSource {
+    let path = path.to_path_buf();
+    std::sync::Arc::new(move || {
+        config::load(&path).map_err(|problems| problems.iter().map(ToString::to_string).collect())
+    })
+}
+
+/// Reloads of the default proxy re-load its CA from `dir` (e.g. after `tlsgate ca init --force`).
+fn default_source(listen: SocketAddr, dir: PathBuf) -> ConfigSource {
+    std::sync::Arc::new(move || {
+        config::default_intercept(listen, &dir)
+            .map_err(|problems| problems.iter().map(ToString::to_string).collect())
+    })
+}
+
+/// The config of `run` without `--config`, the path of its CA certificate and the CA directory.
+/// Creates the CA in the default directory if there is none yet.
+fn default_proxy(listen: SocketAddr) -> anyhow::Result<(Config, PathBuf, PathBuf)> {
     let dir = paths::default_ca_dir().map_err(|e| anyhow!("finding the CA directory: {e}"))?;
     let cert = dir.join(tlsgate_ca::CA_CERT_PEM);
     if !cert.exists() {
@@ -104,7 +121,7 @@ fn default_proxy(listen: SocketAddr) -> anyhow::Result<(Config, PathBuf)> {
             lines.join("\n  ")
         )
     })?;
-    Ok((config, cert))
+    Ok((config, cert, dir))
 }
 
 fn create_ca(dir: &Path) -> anyhow::Result<()> {
@@ -121,12 +138,18 @@ fn create_ca(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Serves `config` until a signal; `ca_cert` (the default proxy's CA) adds the line that shows
-/// how to trust it.
-async fn serve(config: Config, ca_cert: Option<PathBuf>) -> anyhow::Result<()> {
+/// how to trust it; SIGHUP reloads from `source`.
+async fn serve(
+    config: Config,
+    ca_cert: Option<PathBuf>,
+    source: ConfigSource,
+) -> anyhow::Result<()> {
     let grace = config.timeouts.shutdown_grace;
     // Before announcing the listeners: a supervisor may signal as soon as it sees them.
     let mut signals = Signals::new()?;
     let gateway = Gateway::bind(config).await.context("binding listeners")?;
+    let reloader = gateway.reloader();
+    reloader.set_source(source);
     let addrs = gateway.local_addrs();
     for (name, addr) in &addrs {
         say(format_args!("listening: {name} {addr}"));
@@ -145,12 +168,26 @@ async fn serve(config: Config, ca_cert: Option<PathBuf>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
-        let first = signals.next().await;
-        tracing::info!(signal = first, grace = ?grace, "shutting down; a second signal exits at once");
-        token.cancel();
-        let second = signals.next().await;
-        tracing::warn!(signal = second, "second signal, exiting without draining");
-        std::process::exit(1);
+        loop {
+            match signals.next().await {
+                // Off the signal loop, so a SIGTERM during a slow reload is seen at once.
+                Signal::Hangup if !token.is_cancelled() => {
+                    let reloader = reloader.clone();
+                    tokio::spawn(async move {
+                        let _ = reloader.reload("SIGHUP").await;
+                    });
+                }
+                Signal::Hangup => tracing::info!("SIGHUP while shutting down: not reloading"),
+                Signal::Stop(name) if !token.is_cancelled() => {
+                    tracing::info!(signal = name, grace = ?grace, "shutting down; a second signal exits at once");
+                    token.cancel();
+                }
+                Signal::Stop(name) => {
+                    tracing::warn!(signal = name, "second signal, exiting without draining");
+                    std::process::exit(1);
+                }
+            }
+        }
     });
     gateway.run(shutdown).await;
     tracing::info!("stopped");
@@ -190,10 +227,19 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// SIGINT and SIGTERM as one stream.
+/// SIGINT, SIGTERM and SIGHUP as one stream.
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+enum Signal {
+    /// SIGINT or SIGTERM (named): drain and stop; the second one exits at once.
+    Stop(&'static str),
+    /// SIGHUP: reload the config.
+    Hangup,
 }
 
 impl Signals {
@@ -201,14 +247,16 @@ impl Signals {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    /// The name of the next signal received.
-    async fn next(&mut self) -> &'static str {
+    /// The next signal received.
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => Signal::Stop("SIGINT"),
+            _ = self.terminate.recv() => Signal::Stop("SIGTERM"),
+            _ = self.hangup.recv() => Signal::Hangup,
         }
     }
 }
