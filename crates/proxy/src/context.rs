@@ -67,13 +67,27 @@ impl Shared {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let force = self.force.clone();
+        // A task spawned while serving an admitted connection (an upgraded CONNECT tunnel, an
+        // origin connection) keeps that connection's admission: the client's slots are held
+        // until everything it started has ended.
+        let admitted = ADMITTED.try_with(Arc::clone).ok();
         self.tracker.spawn(async move {
+            let _admitted = admitted;
             tokio::select! {
                 () = task => {}
                 () = force.cancelled() => {}
             }
         });
     }
+}
+
+/// What an accepted connection holds while it is served (listener and per-source slots, the
+/// active-connection gauge); released when the last holder drops it.
+pub type Admitted = Arc<dyn std::any::Any + Send + Sync>;
+
+tokio::task_local! {
+    /// The admission of the connection being served by the current task; see [`Shared::spawn`].
+    pub static ADMITTED: Admitted;
 }
 
 /// One connection's (or stream's, or request's) story so far.

@@ -46,12 +46,14 @@ pub enum ConnError {
     ClientHeadersTooLarge,
     #[error("the client's bytes are not valid HTTP: {0}")]
     ClientHttpInvalid(#[source] hyper::Error),
-    #[error("the client reset too many HTTP/2 streams (rapid reset)")]
-    ClientH2ResetFlood,
-    #[error("the client sent too many HTTP/2 CONTINUATION frames")]
-    ClientH2ContinuationFlood,
+    /// h2 reports its abuse limits alike (GOAWAY ENHANCE_YOUR_CALM, without saying which):
+    /// streams reset before being accepted (rapid reset), too many CONTINUATION frames, a header
+    /// block far over the limit, too many streams it had to reset itself.
+    #[error("the client hit an HTTP/2 abuse limit (rapid reset, CONTINUATION flood, ...)")]
+    ClientH2Flood,
+    /// The text is h2's own description of the connection error it detected (never peer text).
     #[error("the client broke the HTTP/2 protocol: {0}")]
-    ClientH2Protocol(#[source] hyper::Error),
+    ClientH2Protocol(String),
 
     // --- policy ---
     #[error("no route for the requested name")]
@@ -157,8 +159,7 @@ impl ConnError {
             Self::RequestTimeout => "request_timeout",
             Self::ClientHeadersTooLarge => "headers_too_large",
             Self::ClientHttpInvalid(_) => "client_http_invalid",
-            Self::ClientH2ResetFlood => "h2_reset_flood",
-            Self::ClientH2ContinuationFlood => "h2_continuation_flood",
+            Self::ClientH2Flood => "h2_flood",
             Self::ClientH2Protocol(_) => "client_h2_protocol_error",
             Self::PolicyNoRoute => "no_route",
             Self::PolicyPortNotRouted => "port_not_routed",
