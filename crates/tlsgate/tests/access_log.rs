@@ -223,3 +223,66 @@ fn check_reports_an_access_log_in_a_missing_directory() {
         "{stderr}"
     );
 }
+
+/// A log that is never drained (a FIFO nobody reads past the pipe buffer) must not slow traffic:
+/// every request is still answered, and once the reader catches up the writer says how many
+/// records it skipped.
+#[test]
+fn a_stuck_access_log_loses_records_instead_of_slowing_traffic() {
+    /// More than the flow bus holds (4096), so the stuck writer must fall behind.
+    const REQUESTS: usize = 5000;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("flows.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let config = write_config(dir.path(), "flows.fifo");
+    let (_child, _stdout, proxy) = start(&config);
+    // Opening the read end completes the writer's open; nothing is read until the traffic ends.
+    let reader = std::fs::File::open(&fifo).expect("open the FIFO for reading");
+
+    let started = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "120", "-o", "/dev/null"])
+        .args(["-w", "%{http_code}\\n", "-x", &format!("http://{proxy}")])
+        .arg(format!("http://denied.test/[1-{REQUESTS}]"))
+        .output()
+        .expect("curl runs");
+    let elapsed = started.elapsed();
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        codes.lines().filter(|c| *c == "403").count(),
+        REQUESTS,
+        "{out:?}"
+    );
+    eprintln!("{REQUESTS} requests with a stuck access log: {elapsed:?}");
+
+    // Now drain the FIFO: the writer resumes and reports what it skipped.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut lost = 0;
+    let mut flows = 0;
+    while lost == 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {{\"lost\":N}} line after {flows} flows"));
+        let value: Value = serde_json::from_str(&line).expect("a JSON line");
+        match value["lost"].as_u64() {
+            Some(n) => lost = n,
+            None => flows += 1,
+        }
+    }
+    assert!(lost > 0 && flows > 0, "lost {lost}, flows {flows}");
+    eprintln!("the writer wrote {flows} flow lines, then {{\"lost\":{lost}}}");
+}
