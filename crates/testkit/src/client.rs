@@ -71,17 +71,77 @@ pub async fn https_get(
     })?
 }
 
+/// `GET https://<sni>:<port><path>` through the HTTP proxy at `proxy`: `CONNECT sni:port`, then
+/// TLS with SNI `sni` inside the tunnel and the request as in [`https_get`]. A refused CONNECT is
+/// an error naming the proxy's status line.
+pub async fn https_get_via_proxy(
+    proxy: SocketAddr,
+    sni: &str,
+    port: u16,
+    config: Arc<ClientConfig>,
+    path: &str,
+) -> Result<HttpsReply, String> {
+    let run = async {
+        let mut tcp = TcpStream::connect(proxy)
+            .await
+            .map_err(|e| format!("connect proxy {proxy}: {e}"))?;
+        connect_tunnel(&mut tcp, sni, port).await?;
+        tls_request(tcp, sni, config, path).await
+    };
+    tokio::time::timeout(CLIENT_REQUEST_TIMEOUT, run)
+        .await
+        .map_err(|_| format!("https_get_via_proxy {proxy} {sni}:{port}: timed out"))?
+}
+
+/// Sends `CONNECT host:port` and reads the proxy's answer head (bounded); Ok on a 2xx.
+async fn connect_tunnel(tcp: &mut TcpStream, host: &str, port: u16) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending CONNECT: {e}"))?;
+    // Read byte by byte up to the blank line: nothing of the tunnel may be consumed here.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= 16 * 1024 {
+            return Err("CONNECT answer head over 16 KiB".to_owned());
+        }
+        match tcp.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => return Err("proxy closed the connection during CONNECT".to_owned()),
+            Err(e) => return Err(format!("reading the CONNECT answer: {e}")),
+        }
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    match status_line.split_whitespace().nth(1) {
+        Some(code) if code.starts_with('2') => Ok(()),
+        _ => Err(format!("CONNECT refused: {status_line}")),
+    }
+}
+
 async fn https_get_inner(
     addr: SocketAddr,
     sni: &str,
     config: Arc<ClientConfig>,
     path: &str,
 ) -> Result<HttpsReply, String> {
-    let server_name =
-        ServerName::try_from(sni.to_owned()).map_err(|e| format!("invalid SNI {sni:?}: {e}"))?;
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
+    tls_request(tcp, sni, config, path).await
+}
+
+async fn tls_request(
+    tcp: TcpStream,
+    sni: &str,
+    config: Arc<ClientConfig>,
+    path: &str,
+) -> Result<HttpsReply, String> {
+    let addr = tcp.peer_addr().map_err(|e| format!("peer address: {e}"))?;
+    let server_name =
+        ServerName::try_from(sni.to_owned()).map_err(|e| format!("invalid SNI {sni:?}: {e}"))?;
     let tls = TlsConnector::from(config)
         .connect(server_name, tcp)
         .await

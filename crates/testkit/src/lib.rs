@@ -9,6 +9,7 @@
 mod ca;
 mod client;
 mod dns;
+mod faulty;
 mod files;
 mod netns;
 mod origin;
@@ -19,8 +20,10 @@ use std::sync::{Arc, Once};
 pub use ca::{Leaf, TestCa, hex, sha256};
 pub use client::{
     CLIENT_REQUEST_TIMEOUT, HttpReply, HttpsReply, client_config, http_get, https_get,
+    https_get_via_proxy,
 };
 pub use dns::{TEST_DNS_TTL_SECS, TestDns};
+pub use faulty::{FaultyOrigin, Misbehaviour, RESET_CHUNK, spawn_faulty_origin};
 pub use files::{TempDir, certs_from_pem, sha256_file, temp_dir, write_pseudorandom_file};
 pub use netns::{
     NEED_ROOT_MESSAGE, NetNs, SKIP_E2E_ENV, e2e_preflight, is_root, run, unique_prefix, veth,

@@ -15,11 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tlsgate_testkit::{ChildGuard, Leaf, TestCa, TestDns};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tlsgate_testkit::{
+    ChildGuard, Misbehaviour, RESET_CHUNK, TestCa, TestDns, spawn_faulty_origin,
+};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 /// Rounds of the whole fault sequence; each round runs every fault `PER_FAULT` times at once.
 const ROUNDS: usize = 8;
@@ -27,10 +26,6 @@ const PER_FAULT: usize = 5;
 /// `timeouts.http_request` and `timeouts.handshake` of the proxy under test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a stalling origin holds a connection at most (well past the proxy's timeouts).
-const STALL_HOLD: Duration = Duration::from_secs(20);
-/// A chunked body the resetting origin starts and never finishes.
-const RESET_CHUNK: usize = 16 * 1024;
 /// Allowed RSS growth after all faults over the warmed-up baseline (measured: about 1.2 MiB, reached
 /// within four rounds and flat after — allocator arenas and the resolver's caches filling).
 const RSS_SLACK_KIB: u64 = 2048;
@@ -44,98 +39,6 @@ fn tlsgate(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run tlsgate")
-}
-
-/// The rustls server config of the misbehaving origins: HTTP/1.1 only, so the proxy's upstream
-/// request is the plain text the fault handlers expect.
-fn origin_tls(leaf: &Leaf) -> TlsAcceptor {
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(tlsgate_testkit::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_no_client_auth()
-            .with_single_cert(leaf.chain.clone(), leaf.key.clone_key())
-            .expect("test leaf and key match");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsAcceptor::from(Arc::new(config))
-}
-
-#[derive(Clone, Copy)]
-enum Misbehaviour {
-    /// Answers 200 with a chunked body, sends one chunk, then resets the TCP connection.
-    ResetMidBody,
-    /// Completes TLS, reads the request, never answers.
-    StallAfterRequest,
-    /// Accepts TCP and never speaks TLS.
-    StallHandshake,
-}
-
-/// An origin on `127.0.0.1:0` that misbehaves the same way on every connection; the task ends
-/// with the test's runtime.
-async fn misbehaving_origin(tls: TlsAcceptor, how: Misbehaviour) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        while let Ok((tcp, _)) = listener.accept().await {
-            let tls = tls.clone();
-            conns.spawn(async move {
-                if let Misbehaviour::StallHandshake = how {
-                    tokio::time::sleep(STALL_HOLD).await;
-                    drop(tcp);
-                    return;
-                }
-                let Ok(Ok(mut stream)) =
-                    tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
-                else {
-                    return;
-                };
-                if !read_request_head(&mut stream).await {
-                    return;
-                }
-                match how {
-                    Misbehaviour::ResetMidBody => {
-                        let mut out = format!(
-                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: application/octet-stream\r\n\r\n{RESET_CHUNK:x}\r\n"
-                        )
-                        .into_bytes();
-                        out.extend(std::iter::repeat_n(b'x', RESET_CHUNK));
-                        out.extend_from_slice(b"\r\n");
-                        if stream.write_all(&out).await.is_err() || stream.flush().await.is_err()
-                        {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        let (tcp, _) = stream.into_inner();
-                        // SO_LINGER 0: the close is a RST, not a FIN.
-                        let _ = tcp.set_zero_linger();
-                        drop(tcp);
-                    }
-                    Misbehaviour::StallAfterRequest => {
-                        tokio::time::sleep(STALL_HOLD).await;
-                    }
-                    Misbehaviour::StallHandshake => unreachable!("handled above"),
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// Reads up to the end of a request head (bounded); false if the peer went away first.
-async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while head.len() < 64 * 1024 {
-        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-            _ => return false,
-        }
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            return true;
-        }
-    }
-    false
 }
 
 /// A port on 127.0.0.1 with nothing listening (bound, then released).
@@ -315,10 +218,10 @@ async fn upstream_faults_get_clear_errors_and_leave_no_residue() {
     // Held to the end: dropping an origin stops it.
     let good_origin = tlsgate_testkit::spawn_https_origin("good", &leaf).await;
     let good = good_origin.addr;
-    let tls = origin_tls(&leaf);
-    let reset = misbehaving_origin(tls.clone(), Misbehaviour::ResetMidBody).await;
-    let stall = misbehaving_origin(tls.clone(), Misbehaviour::StallAfterRequest).await;
-    let mute = misbehaving_origin(tls, Misbehaviour::StallHandshake).await;
+    let reset_origin = spawn_faulty_origin(&leaf, Misbehaviour::ResetMidBody).await;
+    let stall_origin = spawn_faulty_origin(&leaf, Misbehaviour::StallAfterRequest).await;
+    let mute_origin = spawn_faulty_origin(&leaf, Misbehaviour::StallHandshake).await;
+    let (reset, stall, mute) = (reset_origin.addr, stall_origin.addr, mute_origin.addr);
     let refused = closed_port();
     let dns = TestDns::start(&[IpAddr::V4(Ipv4Addr::LOCALHOST)]).await;
     let proxy = Arc::new(start_proxy(dir.path(), &origin_ca_pem, dns.addr));
