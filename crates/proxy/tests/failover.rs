@@ -13,7 +13,10 @@ use common::*;
 use tlsgate_proxy::config::{EndpointSettings, RelayUpstream, Transport};
 use tlsgate_proxy::flow::Role;
 use tlsgate_testkit::{TestDns, https_get};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::TryRecvError;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// The relay's host name; only the test DNS server knows it.
 const RELAY_HOST: &str = "relays.provider-b.example";
@@ -96,9 +99,13 @@ fn edge_upstreams(edge: &mut Running) -> Vec<Option<String>> {
 /// One client request through the edge.
 #[derive(Debug, Clone)]
 struct Outcome {
+    started: Instant,
     ended: Instant,
     error: Option<String>,
 }
+
+/// A client gives up on one request after this (a tunnel caught on a cut link never ends).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `workers` clients each fetching through the edge in a loop until `duration` has passed (and at
 /// most `MAX_PER_WORKER` requests each).
@@ -116,13 +123,16 @@ async fn load(
             tokio::spawn(async move {
                 let mut outcomes = Vec::new();
                 while Instant::now() < deadline && outcomes.len() < MAX_PER_WORKER {
-                    let reply = https_get(edge, PRIVATE, config.clone(), "/bytes/20000").await;
-                    let error = match reply {
-                        Ok(r) if r.status == 200 && r.body.len() == 20_000 => None,
-                        Ok(r) => Some(format!("status {} body {}", r.status, r.body.len())),
-                        Err(e) => Some(e),
+                    let started = Instant::now();
+                    let get = https_get(edge, PRIVATE, config.clone(), "/bytes/20000");
+                    let error = match tokio::time::timeout(REQUEST_TIMEOUT, get).await {
+                        Ok(Ok(r)) if r.status == 200 && r.body.len() == 20_000 => None,
+                        Ok(Ok(r)) => Some(format!("status {} body {}", r.status, r.body.len())),
+                        Ok(Err(e)) => Some(e),
+                        Err(_) => Some(format!("no answer within {REQUEST_TIMEOUT:?}")),
                     };
                     outcomes.push(Outcome {
+                        started,
                         ended: Instant::now(),
                         error,
                     });
@@ -413,4 +423,170 @@ async fn h2_re_resolution_follows_a_changed_address_set() {
 #[tokio::test]
 async fn tls_re_resolution_follows_a_changed_address_set() {
     assert_re_resolution(Transport::Tls).await;
+}
+
+/// A TCP link from `addr` to a relay that can be cut: from `cut()` on it forwards nothing either
+/// way and serves no new connection, yet closes nothing — what a link whose packets are dropped
+/// looks like from both ends (no refusal, no reset). Dropping it closes everything.
+struct Link {
+    addr: SocketAddr,
+    cut: CancellationToken,
+    _tasks: JoinSet<()>,
+}
+
+impl Link {
+    async fn start(addr: SocketAddr, to: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let cut = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let link_cut = cut.clone();
+        tasks.spawn(async move {
+            let mut held = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let cut = link_cut.clone();
+                held.spawn(async move {
+                    if cut.is_cancelled() {
+                        // Accepted by the kernel, never answered.
+                        let _hold = client;
+                        return std::future::pending::<()>().await;
+                    }
+                    let Ok(relay) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (rr, rw) = relay.into_split();
+                    let up = forward(cr, rw, cut.clone());
+                    let down = forward(rr, cw, cut);
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Self {
+            addr,
+            cut,
+            _tasks: tasks,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.cancel();
+    }
+}
+
+/// Copies `from` to `to` until EOF; once `cut`, holds both ends open forever without a byte.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: CancellationToken,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    while !cut.is_cancelled() {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            () = cut.cancelled() => break,
+        };
+        if cut.is_cancelled() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _hold = (from, to);
+    std::future::pending::<()>().await
+}
+
+async fn assert_failover_when_the_link_goes_silent(transport: Transport) {
+    tlsgate_testkit::init_tracing();
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let (mut a, b_addr) = relay_a_and_address_of_b(&services, &pki).await;
+    // B itself listens on 127.0.0.3; the edge reaches it through the link on 127.0.0.2.
+    let mut b = start_relay(&services, &pki, false, SocketAddr::new(ip("127.0.0.3"), 0)).await;
+    let link = Link::start(b_addr, b.addr("relay")).await;
+    let a_addr = a.addr("relay");
+    let dns = TestDns::start(&[a_addr.ip(), link.addr.ip()]).await;
+    let edge = edge_via_dns(
+        upstream(&pki, a_addr.port(), transport, TEST_ENDPOINTS),
+        &dns,
+    )
+    .await;
+    // Warm up: both endpoints carry tunnels.
+    for _ in 0..10 {
+        https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/")
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        served(&mut a) > 0 && served(&mut b) > 0,
+        "both endpoints in use"
+    );
+
+    let edge_addr = edge.addr("tls");
+    let load = load(edge_addr, &services, 4, Duration::from_secs(8));
+    let cut = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        link.cut();
+        Instant::now()
+    };
+    let (outcomes, cut_at) = tokio::join!(load, cut);
+
+    let failed_before = outcomes
+        .iter()
+        .filter(|o| o.ended < cut_at && o.error.is_some())
+        .count();
+    // Requests in flight on the cut link when it was cut cannot be saved (their bytes are lost
+    // with it); requests started after the cut must be served via A.
+    let in_flight_lost = outcomes
+        .iter()
+        .filter(|o| o.started < cut_at && o.ended >= cut_at && o.error.is_some())
+        .count();
+    let after: Vec<&Outcome> = outcomes.iter().filter(|o| o.started >= cut_at).collect();
+    let failed_after: Vec<&&Outcome> = after.iter().filter(|o| o.error.is_some()).collect();
+    let slowest_after = after
+        .iter()
+        .map(|o| o.ended - o.started)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{transport:?} link cut: {failed_before} failed before; {in_flight_lost} in flight lost; {} started \
+         after the cut, {} failed ({:?}), the slowest took {slowest_after:?}",
+        after.len(),
+        failed_after.len(),
+        failed_after
+            .iter()
+            .map(|o| o.error.clone())
+            .take(3)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(failed_before, 0);
+    assert!(
+        failed_after.is_empty(),
+        "every tunnel started after the cut is served via A"
+    );
+    // Each new tunnel is served within the bound (a hedged one waits HEDGE_AFTER for B first).
+    assert!(
+        slowest_after < FAILOVER_BOUND,
+        "a request after the cut took {slowest_after:?}"
+    );
+    assert!(
+        after.len() >= 20,
+        "traffic continued: {} requests",
+        after.len()
+    );
+    edge.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_fails_over_within_5s_when_the_link_to_an_endpoint_goes_silent() {
+    assert_failover_when_the_link_goes_silent(Transport::H2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_fails_over_within_5s_when_the_link_to_an_endpoint_goes_silent() {
+    assert_failover_when_the_link_goes_silent(Transport::Tls).await;
 }

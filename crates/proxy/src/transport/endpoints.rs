@@ -31,7 +31,16 @@ pub enum EjectReason {
     H2HandshakeFailed,
     /// An established HTTP/2 connection ended with an error, or a stream could not be opened on it.
     H2ConnectionError,
+    /// It had not answered (TCP connect, TLS handshake or CONNECT) [`HEDGE_AFTER`] into a tunnel
+    /// attempt that another endpoint then served: a silent link looks like this.
+    AnswerSlow,
 }
+
+/// How long a tunnel attempt waits for one endpoint before also trying the next one (the first to
+/// answer serves the tunnel, like happy eyeballs across relays). A relay that answers a handshake
+/// in more than a second is either far away or unreachable without saying so (a cut link drops
+/// packets: no refusal, no reset); either way the next endpoint is the better bet.
+pub const HEDGE_AFTER: Duration = Duration::from_secs(1);
 
 impl EjectReason {
     pub fn as_str(self) -> &'static str {
@@ -43,6 +52,7 @@ impl EjectReason {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::H2HandshakeFailed => "h2_handshake_failed",
             Self::H2ConnectionError => "h2_connection_error",
+            Self::AnswerSlow => "answer_slow",
         }
     }
 }

@@ -19,7 +19,10 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::endpoints::{EjectReason, Endpoints};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use super::endpoints::{EjectReason, Endpoints, HEDGE_AFTER};
 use super::{Body, tls};
 use crate::config::{RelayUpstream, Timeouts};
 use crate::error::ConnError;
@@ -89,58 +92,102 @@ impl Pool {
 
     /// Opens a CONNECT stream for `authority` and returns it, with the endpoint that carries it,
     /// once the relay answered 200. A stream that cannot be opened on one endpoint (its connection
-    /// died) is retried on the next one; a CONNECT has no body, so a retry is always safe.
+    /// died) is retried on the next one; a CONNECT has no body, so a retry is always safe. When an
+    /// endpoint has not answered after [`HEDGE_AFTER`], the next endpoint with a connection up is
+    /// asked alongside; the first answer wins and an endpoint outpaced that way is ejected.
     pub async fn connect_stream(
         &self,
         authority: &str,
     ) -> Result<(SocketAddr, TokioIo<Upgraded>), ConnError> {
         let mut tried = Vec::new();
+        let mut pending: Vec<SocketAddr> = Vec::new();
+        let mut running = FuturesUnordered::new();
+        let (addr, sender) = self.ready_sender(&tried).await?;
+        tried.push(addr);
+        pending.push(addr);
+        running.push(self.ask(addr, sender, authority));
+        let hedge = tokio::time::sleep(HEDGE_AFTER);
+        tokio::pin!(hedge);
         loop {
-            let (addr, mut sender) = self.ready_sender(&tried).await?;
-            let request = Request::builder()
-                .method(Method::CONNECT)
-                .uri(authority)
-                .body(
-                    Empty::<Bytes>::new()
-                        .map_err(|never| match never {})
-                        .boxed(),
-                )
-                .map_err(|_| ConnError::RelayRefused(StatusCode::BAD_REQUEST.as_u16()))?;
-            // The relay answers once it has connected upstream (within its connect timeout); an
-            // answer later than that plus a handshake's time means the link is gone.
-            let bound = self.timeouts.connect + self.timeouts.handshake;
-            let sent = tokio::time::timeout(bound, sender.try_send_request(request)).await;
-            let response = match sent {
-                Ok(Ok(response)) => response,
-                Ok(Err(mut e)) => {
-                    let _ = e.take_message();
-                    let error = ConnError::RelayHttp(e.into_error());
-                    self.endpoints
-                        .failed(addr, EjectReason::H2ConnectionError, &error);
-                    tried.push(addr);
-                    self.last_chance(&tried, error)?;
-                    continue;
+            tokio::select! {
+                Some((addr, asked)) = running.next() => {
+                    pending.retain(|a| *a != addr);
+                    match asked {
+                        Ok(response) => {
+                            self.endpoints.succeeded(addr);
+                            tls::outpaced(&self.endpoints, &pending, addr);
+                            if response.status() != StatusCode::OK {
+                                return Err(ConnError::RelayRefused(response.status().as_u16()));
+                            }
+                            let upgraded = hyper::upgrade::on(response)
+                                .await
+                                .map_err(ConnError::RelayHttp)?;
+                            return Ok((addr, TokioIo::new(upgraded)));
+                        }
+                        Err(error) => {
+                            self.endpoints.failed(addr, EjectReason::H2ConnectionError, &error);
+                            if !running.is_empty() {
+                                continue;
+                            }
+                            self.last_chance(&tried, error)?;
+                            let (next, sender) = self.ready_sender(&tried).await?;
+                            tried.push(next);
+                            pending.push(next);
+                            running.push(self.ask(next, sender, authority));
+                            hedge.as_mut().reset(Instant::now() + HEDGE_AFTER);
+                        }
+                    }
                 }
-                Err(_) => {
-                    let error = ConnError::RelayUnavailable(format!(
-                        "no answer to CONNECT from {addr} within {bound:?}"
-                    ));
-                    self.endpoints
-                        .failed(addr, EjectReason::H2ConnectionError, &error);
-                    tried.push(addr);
-                    self.last_chance(&tried, error)?;
-                    continue;
+                () = hedge.as_mut() => {
+                    if let Some((next, sender)) = self.sender_now(&tried) {
+                        tried.push(next);
+                        pending.push(next);
+                        running.push(self.ask(next, sender, authority));
+                    }
+                    hedge.as_mut().reset(Instant::now() + HEDGE_AFTER);
                 }
-            };
-            self.endpoints.succeeded(addr);
-            if response.status() != StatusCode::OK {
-                return Err(ConnError::RelayRefused(response.status().as_u16()));
             }
-            let upgraded = hyper::upgrade::on(response)
-                .await
-                .map_err(ConnError::RelayHttp)?;
-            return Ok((addr, TokioIo::new(upgraded)));
         }
+    }
+
+    /// Sends `CONNECT authority` on `sender` and waits for the answer head. The relay answers
+    /// once it has connected upstream (within its connect timeout); no answer after that plus a
+    /// handshake's time means the link is gone.
+    async fn ask(
+        &self,
+        addr: SocketAddr,
+        mut sender: SendRequest<Body>,
+        authority: &str,
+    ) -> (
+        SocketAddr,
+        Result<http::Response<hyper::body::Incoming>, ConnError>,
+    ) {
+        let request = Request::builder()
+            .method(Method::CONNECT)
+            .uri(authority)
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+        let Ok(request) = request else {
+            return (
+                addr,
+                Err(ConnError::RelayRefused(StatusCode::BAD_REQUEST.as_u16())),
+            );
+        };
+        let bound = self.timeouts.connect + self.timeouts.handshake;
+        let answer = match tokio::time::timeout(bound, sender.try_send_request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(mut e)) => {
+                let _ = e.take_message();
+                Err(ConnError::RelayHttp(e.into_error()))
+            }
+            Err(_) => Err(ConnError::RelayUnavailable(format!(
+                "no answer to CONNECT from {addr} within {bound:?}"
+            ))),
+        };
+        (addr, answer)
     }
 
     /// Sends a forwarded request on a pooled connection. A request that never left (its
@@ -222,6 +269,15 @@ impl Pool {
                 return Err(ConnError::RelayUnavailable(self.last_error()));
             }
         }
+    }
+
+    /// The first endpoint in turn, not in `tried`, with a connection up now.
+    fn sender_now(&self, tried: &[SocketAddr]) -> Option<(SocketAddr, SendRequest<Body>)> {
+        self.endpoints
+            .candidates()
+            .into_iter()
+            .filter(|a| !tried.contains(a))
+            .find_map(|addr| self.sender_for(addr).map(|s| (addr, s)))
     }
 
     /// A live sender of one of `addr`'s slots, in turn.
