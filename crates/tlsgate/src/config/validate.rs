@@ -1942,7 +1942,10 @@ mod docs_tests {
     #[test]
     fn docs_intercept_sample_shows_the_real_defaults() {
         let samples = docs_samples();
-        assert_eq!(samples.len(), 2, "the main sample and the intercept sample");
+        assert!(
+            samples.len() >= 2,
+            "the main sample comes first, then the intercept sample"
+        );
         let listener = samples[1].listeners[0]
             .value
             .as_ref()
