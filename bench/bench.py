@@ -37,7 +37,7 @@ PARAMS = {
     "hold": 500 if QUICK else 5000,  # M1 idle connections
     "hold_settle": 3.0,  # M1: seconds between "all open" and reading RSS
 }
-ENV_OVERRIDES = {"BENCH_DURATION": ("duration", float), "BENCH_REPS": ("reps", int),
+ENV_OVERRIDES = {"BENCH_BIG": ("big_bytes", int), "BENCH_DURATION": ("duration", float), "BENCH_REPS": ("reps", int),
                  "BENCH_HOLD": ("hold", int), "BENCH_NAMES": ("names", int)}
 for _var, (_key, _conv) in ENV_OVERRIDES.items():
     if os.environ.get(_var):
@@ -248,6 +248,15 @@ http {{
     return Proc("origin-nginx", ["nginx", "-c", cfg, "-p", d], d, port=ports["origin_tls"])
 
 
+def source_limits(bin_, d):
+    """Per-source limits, raised: every benchmark connection comes from 127.0.0.1 (and every
+    tunnel from one edge). Only for a tlsgate that has these keys (`tlsgate check` says)."""
+    keys = "  max_connections_per_source: 100000\n  max_tunnels_per_client: 100000\n"
+    probe = write(f"{d}/probe-limits.yaml", "listeners: []\nlimits:\n" + keys)
+    out = subprocess.run([bin_, "check", "--config", probe], capture_output=True, text=True, timeout=60)
+    return "" if "unknown field" in out.stdout + out.stderr else keys
+
+
 def start_tlsgate_tunnel(d, bin_, ports):
     relay = write(f"{d}/tlsgate-relay.yaml", f"""
 listeners:
@@ -263,7 +272,7 @@ allow_destinations: [127.0.0.0/8]
 limits:
   max_connections: 100000
   h2_max_concurrent_streams: 100000
-""")
+""" + source_limits(bin_, d))
     edge = write(f"{d}/tlsgate-edge.yaml", f"""
 relays:
   - {{name: r-h2, address: "127.0.0.1:{ports['tg_relay']}", server_name: {RELAY}, ca: relay-ca.pem, transport: h2}}
@@ -275,7 +284,7 @@ listeners:
 allow_destinations: [127.0.0.0/8]
 limits:
   max_connections: 100000
-""")
+""" + source_limits(bin_, d))
     env = {"RUST_LOG": "warn"}
     r = Proc("tlsgate-relay", [bin_, "run", "--config", relay], d, env, port=ports["tg_relay"])
     e = Proc("tlsgate-edge", [bin_, "run", "--config", edge], d, env, port=ports["tg_edge_http"])
@@ -390,7 +399,7 @@ listeners:
 allow_destinations: [127.0.0.0/8]
 limits:
   max_connections: 100000
-""")
+""" + source_limits(bin_, d))
     return [Proc("tlsgate-intercept", [bin_, "run", "--config", cfg], d, {"RUST_LOG": "warn"},
                  port=ports["tg_icept"])]
 
@@ -402,6 +411,7 @@ def start_squid(d, ports):
         with open(f"{d}/{name}", "rb") as src, open(f"{sd}/{name}", "wb") as dst:
             dst.write(src.read())
     db = f"{sd}/ssl_db"
+    shutil.rmtree(db, ignore_errors=True)  # a restart (M1) starts with an empty certificate store
     sh("/usr/lib/squid/security_file_certgen", "-c", "-s", db, "-M", "64MB")
     sh("chown", "-R", "proxy:proxy", sd)
     conf = write(f"{sd}/squid.conf", f"""
@@ -452,6 +462,12 @@ class Bench:
             "origin_tls", "origin_http", "tg_relay", "tg_edge_h2", "tg_edge_tls", "tg_edge_http",
             "st_a", "st_b", "hp_a", "hp_b", "ng_a", "ng_b", "tg_icept", "squid", "mitm")}
         self.results = []  # dicts: scenario, tool, rep, + load report + cpu_s
+        self.scenarios = None  # None: all; else a set of ids ("T3", "I2", "M1")
+        self.perf_dir = None  # set: record a CPU profile of tlsgate in each of its timed runs
+        self.limits = {}
+
+    def wanted(self, scenario):
+        return self.scenarios is None or scenario.split()[0] in self.scenarios
 
     def load(self, args, duration):
         cmd = [self.load_bin, *args, "--duration", str(duration)]
@@ -465,11 +481,21 @@ class Bench:
         return json.loads(lines[-1])
 
     def measure(self, scenario, tool, rep, procs, args, duration=None):
+        if not self.wanted(scenario):
+            return None
         duration = duration or PARAMS["duration"]
         pids = [p.pid for p in procs]
+        perf = self.start_perf(scenario, tool, rep, pids)
         c0 = cpu_seconds(pids)
         r = self.load(args, duration)
         r["cpu_s"] = cpu_seconds(pids) - c0
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            try:
+                perf.wait(60)
+            except subprocess.TimeoutExpired:
+                perf.kill()
+                perf.wait(STOP_TIMEOUT)
         r.update(scenario=scenario, tool=tool, rep=rep)
         self.results.append(r)
         errs = r.get("errors") or {}
@@ -479,6 +505,17 @@ class Bench:
                f"p50 {r['latency_us']['p50']} µs, p99 {r['latency_us']['p99']} µs, cpu {r['cpu_s']:.2f} s"
                + (f", errors {errs}" if errs else "")))
         return r
+
+    def start_perf(self, scenario, tool, rep, pids):
+        """`perf record` (software cpu-clock, DWARF call graphs) of tlsgate's processes."""
+        if not self.perf_dir or not tool.startswith("tlsgate"):
+            return None
+        out = f"{self.perf_dir}/{scenario}-{tool}-{rep}.data".replace(" ", "_")
+        cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384",
+               "-p", ",".join(str(p) for p in pids), "-o", out]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # let perf attach before the load starts
+        return p
 
     def hold(self, scenario, tool, procs, args):
         """M1: open PARAMS['hold'] connections, read the tool's RSS before and while they idle."""
@@ -565,11 +602,12 @@ def run_timed(b, procs, rep):
     new = ["--concurrency", str(PARAMS["conc_new"]), "--mode", "new"]
     direct = ["--connect", f"127.0.0.1:{p['origin_tls']}"]
     big_deadline = max(120.0, PARAMS["big_bytes"] / 20e6)
+    ka_big = ["-n", "1", "--timeout", str(big_deadline)]
 
     # T1: one big download; T2: new end-to-end TLS connections; T3: keep-alive requests.
-    b.measure("T1", "direct", rep, origin, [url_big, *ca, *direct, "-n", "1"], big_deadline)
+    b.measure("T1", "direct", rep, origin, [url_big, *ca, *direct, *ka_big], big_deadline)
     for name, pr, port in tunnel_tools(b, procs):
-        b.measure("T1", name, rep, pr, [url_big, *ca, "--connect", f"127.0.0.1:{port}", "-n", "1"],
+        b.measure("T1", name, rep, pr, [url_big, *ca, "--connect", f"127.0.0.1:{port}", *ka_big],
                   big_deadline)
     b.measure("T2", "direct", rep, origin, [url_small, *ca, *direct, *new])
     for name, pr, port in tunnel_tools(b, procs):
@@ -599,6 +637,26 @@ def run_timed(b, procs, rep):
                                         f"127.0.0.1:{port}", *new])
 
 
+def run_limits(b, procs):
+    """What one core can do here: openssl speed for the primitives, and a plain-HTTP download."""
+    if not b.wanted("L"):
+        return
+    def speed(*args):
+        out = subprocess.run(["openssl", "speed", "-seconds", "2", *args], capture_output=True,
+                             text=True, timeout=120).stdout.strip().splitlines()
+        return out[-1] if out else "?"
+    b.limits = {
+        "aes-128-gcm (16 KiB blocks, bytes/s)": speed("-evp", "aes-128-gcm", "-bytes", "16384"),
+        "ecdsa p256 sign/verify": speed("ecdsap256"),
+        "x25519": speed("ecdhx25519"),
+    }
+    url = f"http://{ORIGIN}/big"
+    deadline = max(120.0, PARAMS["big_bytes"] / 20e6)
+    b.measure("L http", "direct", 0, [procs["origin"][0]],
+              [url, "--connect", f"127.0.0.1:{b.ports['origin_http']}", "-n", "1", "--timeout",
+               str(deadline)], deadline)
+
+
 def run_minting(b, procs):
     """I2: first request to each of PARAMS['names'] never-seen names, then the same names again."""
     n = PARAMS["names"]
@@ -613,6 +671,8 @@ def run_minting(b, procs):
 
 def run_memory(b, start):
     """M1: each tool restarted fresh, then N idle connections held through it."""
+    if not b.wanted("M1"):
+        return
     p, d = b.ports, b.d
     url = f"https://{ORIGIN}:{p['origin_tls']}/small"
     ca = ["--cacert", f"{d}/origin-ca.pem"]
@@ -799,7 +859,18 @@ def machine():
     return f"{os.cpu_count()} CPUs ({model}), {int(mem) // 1024} MiB RAM, kernel {os.uname().release}"
 
 
-def report(summary, started):
+def limits_text(b, summary):
+    if not b.limits:
+        return "(not measured)"
+    lines = [f"- openssl speed {k}: `{v}`" for k, v in b.limits.items()]
+    s = summary.get(("L http", "direct"))
+    if s and "failed" not in s:
+        lines.append(f"- plain HTTP download of the big file from the origin (loopback TCP + sendfile): "
+                     f"{s['bytes_per_s'] / 1e6:.0f} MB/s")
+    return "\n".join(lines)
+
+
+def report(summary, started, b):
     tun_tools = ["direct", "tlsgate h2", "tlsgate tls", "stunnel", "haproxy", "nginx"]
     icept_tools = ["direct", "tlsgate", "squid", "mitmproxy"]
     out = [
@@ -828,6 +899,10 @@ def report(summary, started):
         "",
         table(summary, ["M1 intercept"], icept_tools[1:]),
         "",
+        "## Limits of this machine (one core)",
+        "",
+        limits_text(b, summary),
+        "",
         "## Targets (issue 6)",
         "",
         targets(summary),
@@ -843,7 +918,9 @@ def main():
     ap.add_argument("--venv", required=True)
     ap.add_argument("--only", default="timed,minting,memory",
                     help="comma-separated parts to run: timed, minting, memory")
+    ap.add_argument("--scenarios", default="", help="comma-separated ids to run (T1,T2,T3,T4,I1,I2,I3,M1); default all")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--perf", default="", help="directory for perf profiles of tlsgate's timed runs")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     started = time.time()
@@ -853,6 +930,11 @@ def main():
     make_pki(d)
     private_hosts(d, PARAMS["names"])
     b = Bench(d, args.root, args.venv)
+    if args.scenarios:
+        b.scenarios = set(args.scenarios.split(","))
+    if args.perf:
+        os.makedirs(args.perf, exist_ok=True)
+        b.perf_dir = args.perf
     running = {}
 
     def start(key):
@@ -874,6 +956,7 @@ def main():
             for key in ("tlsgate", "stunnel", "haproxy", "nginx", "tlsgate-intercept", "squid", "mitmproxy"):
                 running[key] = start(key)
             if "timed" in parts:
+                run_limits(b, running)
                 for rep in range(PARAMS["reps"]):
                     run_timed(b, running, rep)
             if "minting" in parts:
@@ -890,7 +973,7 @@ def main():
                 p.stop()
         with open(f"{d}/results.json", "w") as f:
             json.dump(b.results, f, indent=1)
-    text = report(summarize(b.results), started)
+    text = report(summarize(b.results), started, b)
     with open(f"{d}/report.md", "w") as f:
         f.write(text + "\n")
     print(text)
