@@ -65,21 +65,9 @@ pub fn origin_form(uri: &http::Uri) -> String {
     uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()
 }
 
-/// The host part of `host[:port]` (brackets kept off IPv6 literals), lower-cased.
-pub fn host_of(authority: &str) -> String {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                authority
-            }
-        })
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
+/// The host part of `host[:port]` (brackets kept off IPv6 literals), lower-cased: a pure parser,
+/// so it lives in tlsgate-wire and is fuzzed there (`fuzz/fuzz_targets/request_line.rs`).
+pub use tlsgate_wire::host_of;
 
 /// A short plain-text response from tlsgate itself, naming the reason label (never peer text).
 pub fn local_response(status: StatusCode, error: &ConnError) -> Response<Body> {

@@ -1,0 +1,49 @@
+//! The name in a request's authority: a CONNECT target (`host:port`), an absolute URI's authority
+//! or a Host header / `:authority` (`host[:port]`, `[v6]:port`). Policy decides on this name, so
+//! every place that reads one calls [`host_of`].
+
+/// The host part of `host[:port]`, lower-cased, without the brackets of an IPv6 literal, the port
+/// or a trailing dot. Any text gives a result (the empty string when there is no host); callers
+/// refuse names policy does not know, so a malformed authority is refused, never misread.
+pub fn host_of(authority: &str) -> String {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match authority.rsplit_once(':') {
+            // One colon: `host:port`, whatever the port says (callers check it), as the `http`
+            // crate reads it — else `host:80x` would be judged as a name of its own.
+            Some((host, _)) if !host.contains(':') => host,
+            // More than one: a bare IPv6 address, no port.
+            _ => authority,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_port_brackets_trailing_dot_and_case() {
+        assert_eq!(host_of("Example.COM:443"), "example.com");
+        assert_eq!(host_of("example.com"), "example.com");
+        assert_eq!(host_of("[2001:db8::1]:443"), "2001:db8::1");
+        assert_eq!(host_of("example.com.:80"), "example.com");
+    }
+
+    #[test]
+    fn strips_a_port_that_is_not_a_number() {
+        // Found by the request_line fuzz target: `http::uri::Authority` accepts this (its
+        // `port_u16()` is None) and reads the host as 192.0.2.10; so must the policy.
+        assert_eq!(host_of("192.0.2.10:4PTHT4"), "192.0.2.10");
+        assert_eq!(host_of("example.com:https"), "example.com");
+        assert_eq!(host_of("example.com:"), "example.com");
+    }
+
+    #[test]
+    fn keeps_a_bare_ipv6_address_whole() {
+        assert_eq!(host_of("2001:DB8::1"), "2001:db8::1");
+        assert_eq!(host_of("::1"), "::1");
+    }
+}
