@@ -7,8 +7,8 @@
 //! A reload is all or nothing: a config that does not validate, or that changes something a reload
 //! cannot change ([`Fixed`]), is rejected with every error, and the generation in force stays.
 //! What needs a restart: the set of listeners (names, order, `listen` addresses, kinds), the admin
-//! section, `flows.ring_size` and `limits.max_connections`. Everything else applies to new
-//! connections.
+//! section, `flows.ring_size`, `flows.access_log` and `limits.max_connections`. Everything else
+//! applies to new connections.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -65,6 +65,8 @@ pub(crate) struct Fixed {
     listeners: Vec<(String, std::net::SocketAddr, &'static str)>,
     admin: Option<(std::net::SocketAddr, Option<Arc<str>>)>,
     ring_size: usize,
+    /// The access-log task keeps its target; SIGUSR1 reopens the same path.
+    access_log: Option<crate::config::AccessLogTarget>,
     max_connections: usize,
 }
 
@@ -82,6 +84,7 @@ impl Fixed {
                 .as_ref()
                 .map(|a| (a.listen, a.bearer_token.clone())),
             ring_size: config.visibility.flows.ring_size,
+            access_log: config.visibility.access_log.clone(),
             max_connections: config.limits.max_connections,
         }
     }
@@ -122,6 +125,9 @@ impl Fixed {
         }
         if self.ring_size != new.ring_size {
             errors.push(format!("flows.ring_size: {RESTART}"));
+        }
+        if self.access_log != new.access_log {
+            errors.push(format!("flows.access_log: {RESTART}"));
         }
         if self.max_connections != new.max_connections {
             errors.push(format!("limits.max_connections: {RESTART}"));
@@ -382,6 +388,7 @@ mod tests {
                 .collect(),
             admin: None,
             ring_size: 10,
+            access_log: None,
             max_connections: 10,
         }
     }
@@ -397,5 +404,11 @@ mod tests {
         assert!(errors[1].starts_with("listeners[1].listen:"), "{errors:?}");
         assert!(errors[2].starts_with("flows.ring_size:"), "{errors:?}");
         assert!(old.changes(&old.clone()).is_empty());
+        let mut logged = old.clone();
+        logged.access_log = Some(crate::config::AccessLogTarget::Stdout);
+        assert_eq!(
+            old.changes(&logged),
+            ["flows.access_log: cannot change on reload; restart tlsgate".to_owned()]
+        );
     }
 }
