@@ -6,6 +6,11 @@
 /// or a trailing dot. Any text gives a result (the empty string when there is no host); callers
 /// refuse names policy does not know, so a malformed authority is refused, never misread.
 pub fn host_of(authority: &str) -> String {
+    // RFC 3986 userinfo (`user@host`): the `http` crate accepts it in a CONNECT target and reads
+    // the host after it, so the policy must judge that host too.
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let host = if let Some(rest) = authority.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
@@ -39,6 +44,13 @@ mod tests {
         assert_eq!(host_of("192.0.2.10:4PTHT4"), "192.0.2.10");
         assert_eq!(host_of("example.com:https"), "example.com");
         assert_eq!(host_of("example.com:"), "example.com");
+    }
+
+    #[test]
+    fn reads_the_host_after_userinfo() {
+        // Found by the request_line fuzz target: `http::uri::Authority` reads host `TS`.
+        assert_eq!(host_of("O@TS"), "ts");
+        assert_eq!(host_of("user:pass@Example.com:443"), "example.com");
     }
 
     #[test]
