@@ -286,3 +286,33 @@ fn a_stuck_access_log_loses_records_instead_of_slowing_traffic() {
     assert!(lost > 0 && flows > 0, "lost {lost}, flows {flows}");
     eprintln!("the writer wrote {flows} flow lines, then {{\"lost\":{lost}}}");
 }
+
+#[test]
+fn sigusr1_without_an_access_log_leaves_the_gateway_serving() {
+    let dir = tlsgate_testkit::temp_dir("tlsgate-usr1");
+    let config = write_config(dir.path(), "unused.log");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.contains("access_log"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, without).unwrap();
+    let (mut child, _lines, proxy) = start(&config);
+    curl_denied(proxy, "/before");
+    for _ in 0..3 {
+        let kill = Command::new("kill")
+            .args(["-USR1", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        child.try_wait().unwrap(),
+        None,
+        "SIGUSR1 without an access log must not end tlsgate"
+    );
+    curl_denied(proxy, "/after");
+    assert!(!dir.path().join("unused.log").exists());
+}

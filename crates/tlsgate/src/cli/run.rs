@@ -244,6 +244,11 @@ enum Signal {
 
 impl Signals {
     fn new() -> anyhow::Result<Self> {
+        // SIGUSR1 reopens the access log (flow/access_log.rs). Without one configured it must not
+        // fall back to the default action, which ends the process: logrotate's `postrotate kill
+        // -USR1` or a stray signal would take the gateway down. Registering a handler (kept for
+        // the process's life by tokio) makes it a no-op here.
+        drop(signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?);
         Ok(Self {
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
