@@ -40,6 +40,27 @@ where
         + 'static,
     Svc::Future: Send + 'static,
 {
+    if let Err(error) = serve_h2_conn(io, service, shared, conn.clone()).await {
+        conn.finish(shared, Moved::default(), &Err(error));
+    }
+}
+
+/// [`serve_h2`] for a caller that writes the connection's record itself: a client's abuse comes
+/// back as the error instead of becoming a flow of its own.
+pub async fn serve_h2_conn<S, Svc>(
+    io: S,
+    service: Svc,
+    shared: &Arc<Shared>,
+    conn: ConnCtx,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
     let service = Timed::new(service, shared, conn.clone());
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -65,15 +86,34 @@ where
     if let Err(e) = result {
         tracing::debug!("h2 connection ended: {e}");
         if let Some(error) = client_abuse(e) {
-            conn.finish(shared, Moved::default(), &Err(error));
+            return Err(error);
         }
     }
+    Ok(())
 }
 
 /// Serves HTTP/1.1 (with upgrades: CONNECT, WebSocket) on `io`, with the same request timeout
 /// and abuse flow records as [`serve_h2`] (oversized heads, header-read timeout, bytes that are
 /// not HTTP).
 pub async fn serve_http1<S, Svc>(io: S, service: Svc, shared: &Arc<Shared>, conn: ConnCtx)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    Svc::Future: Send + 'static,
+{
+    if let Err(error) = serve_http1_conn(io, service, shared, conn.clone()).await {
+        conn.finish(shared, Moved::default(), &Err(error));
+    }
+}
+
+/// [`serve_http1`] for a caller that writes the connection's record itself (see
+/// [`serve_h2_conn`]).
+pub async fn serve_http1_conn<S, Svc>(
+    io: S,
+    service: Svc,
+    shared: &Arc<Shared>,
+    conn: ConnCtx,
+) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
@@ -98,9 +138,10 @@ where
     if let Err(e) = result {
         tracing::debug!("http/1.1 connection ended: {e}");
         if let Some(error) = client_abuse(e) {
-            conn.finish(shared, Moved::default(), &Err(error));
+            return Err(error);
         }
     }
+    Ok(())
 }
 
 /// The client-caused ending a connection error names, if any. Ordinary endings (the peer closed or

@@ -181,14 +181,15 @@ pub(crate) async fn serve<S>(
     let service = BumpService {
         inner: bumped.clone(),
     };
-    if h2 {
-        crate::http_server::serve_h2(tls, service, &shared, ctx.clone()).await;
+    let served = if h2 {
+        crate::http_server::serve_h2_conn(tls, service, &shared, ctx.clone()).await
     } else {
-        crate::http_server::serve_http1(tls, service, &shared, ctx.clone()).await;
-    }
-    // The connection's own L3_L4 record, next to its requests' L7 ones.
+        crate::http_server::serve_http1_conn(tls, service, &shared, ctx.clone()).await
+    };
+    // The connection's own L3_L4 record, next to its requests' L7 ones: one record, which names
+    // the client's abuse (h2 flood, oversized heads, ...) when that is what ended it.
     ctx.set_upstream_cert(bumped.cert());
-    ctx.finish(&shared, counts.moved(), &Ok(()));
+    ctx.finish(&shared, counts.moved(), &served);
 }
 
 /// One bumped client connection's view of its origin.
