@@ -8,6 +8,12 @@
 //! client, not a volumetric flood: connection floods are what the connection limits are for), and
 //! paused during the alone windows they alternate with; the slow-ClientHello case holds 500
 //! connections open at once and is compared with windows before and after it.
+//!
+//! The suite measures the gateway the way a deployment sees it: the attackers and the healthy
+//! client are other machines there, so here each runs on its own runtime and thread
+//! ([`attackers`], [`healthy_clients`]), and the test's runtime (two workers) holds only the
+//! gateways and their origins. Sharing the test's runtime, 500 attacker tasks queued in the
+//! gateway's run queues and their CPU counted against the gateway.
 
 mod common;
 mod hostile_support;
@@ -582,7 +588,8 @@ async fn case(
     if slow {
         alone.extend(cpu_alone.measure(healthy.rate(WINDOWS, WINDOW)).await.1);
     }
-    let running = tokio::spawn(attack.run(top.clone(), gate.clone(), ready.clone(), stop.clone()));
+    let running =
+        attackers().spawn(attack.run(top.clone(), gate.clone(), ready.clone(), stop.clone()));
     tokio::time::timeout(WAIT * 2, ready.cancelled())
         .await
         .unwrap_or_else(|_| panic!("{name}: the attack did not get in place within 30 s"));

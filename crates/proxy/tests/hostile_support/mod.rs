@@ -327,6 +327,32 @@ impl Collector {
     }
 }
 
+// --- the clients' own runtimes ---
+
+/// The runtime the attackers run on, apart from the gateway's: on a real network they are other
+/// machines, so their tasks must not queue in the gateway's run queues nor count as its work.
+pub fn attackers() -> &'static tokio::runtime::Runtime {
+    static ATTACKERS: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    ATTACKERS.get_or_init(|| client_runtime("attackers"))
+}
+
+/// The runtime the healthy client runs on, apart from the gateway's and the attackers'.
+pub fn healthy_clients() -> &'static tokio::runtime::Runtime {
+    static HEALTHY_CLIENTS: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    HEALTHY_CLIENTS.get_or_init(|| client_runtime("healthy"))
+}
+
+/// One worker thread: the machine has two cores, which the gateway's runtime (the test's) uses.
+/// Held in a static, never dropped (dropping a runtime inside another one panics).
+fn client_runtime(name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(format!("hostile-{name}"))
+        .enable_all()
+        .build()
+        .expect("building a client runtime")
+}
+
 // --- the healthy client ---
 
 /// A client that repeats one request in a loop, counting successes; its rate is measured as the
@@ -351,7 +377,7 @@ impl Healthy {
         let ok = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
-        let task = tokio::spawn({
+        let task = healthy_clients().spawn({
             let (ok, errors, stop) = (ok.clone(), errors.clone(), stop.clone());
             async move {
                 let started = Instant::now();
