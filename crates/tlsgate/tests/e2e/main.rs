@@ -9,6 +9,7 @@
 //! `./scripts/test.sh` installs them. Without root the tests fail with a clear message unless
 //! `TLSGATE_SKIP_E2E=1` is set; CI never sets it.
 
+mod faults;
 mod firewall;
 mod gateway;
 mod nginx;
