@@ -531,15 +531,28 @@ impl Gate {
 struct Cpu {
     ticks: u64,
     wall: Duration,
+    /// Healthy requests completed in the windows.
+    done: u64,
 }
 
 impl Cpu {
-    async fn measure<T>(&mut self, window: impl std::future::Future<Output = T>) -> T {
-        let (ticks, started) = (cpu_ticks(), std::time::Instant::now());
+    async fn measure<T>(
+        &mut self,
+        healthy: &Healthy,
+        window: impl std::future::Future<Output = T>,
+    ) -> T {
+        let (ticks, started, done) = (cpu_ticks(), std::time::Instant::now(), healthy.completed());
         let out = window.await;
         self.ticks += cpu_ticks() - ticks;
         self.wall += started.elapsed();
+        self.done += healthy.completed() - done;
         out
+    }
+
+    /// Milliseconds of this process's CPU per healthy request: unlike the rate, it does not
+    /// move with load from outside the test, so it tells the gateway's extra work apart.
+    fn ms_per_request(&self) -> f64 {
+        self.ticks as f64 * 10.0 / self.done.max(1) as f64
     }
 
     /// Percent of one core (clock ticks are 1/100 s on Linux).
@@ -586,7 +599,12 @@ async fn case(
     let (mut alone, mut during) = (Vec::new(), Vec::new());
     let (mut cpu_alone, mut cpu_during) = (Cpu::default(), Cpu::default());
     if slow {
-        alone.extend(cpu_alone.measure(healthy.rate(WINDOWS, WINDOW)).await.1);
+        alone.extend(
+            cpu_alone
+                .measure(healthy, healthy.rate(WINDOWS, WINDOW))
+                .await
+                .1,
+        );
     }
     let running =
         attackers().spawn(attack.run(top.clone(), gate.clone(), ready.clone(), stop.clone()));
@@ -594,13 +612,18 @@ async fn case(
         .await
         .unwrap_or_else(|_| panic!("{name}: the attack did not get in place within 30 s"));
     if slow {
-        during.extend(cpu_during.measure(healthy.rate(WINDOWS, WINDOW)).await.1);
+        during.extend(
+            cpu_during
+                .measure(healthy, healthy.rate(WINDOWS, WINDOW))
+                .await
+                .1,
+        );
     } else {
         for _ in 0..WINDOWS {
             gate.close().await;
-            alone.extend(cpu_alone.measure(healthy.rate(1, WINDOW)).await.1);
+            alone.extend(cpu_alone.measure(healthy, healthy.rate(1, WINDOW)).await.1);
             gate.open();
-            during.extend(cpu_during.measure(healthy.rate(1, WINDOW)).await.1);
+            during.extend(cpu_during.measure(healthy, healthy.rate(1, WINDOW)).await.1);
         }
     }
     stop.cancel();
@@ -614,7 +637,12 @@ async fn case(
     );
     if slow {
         // Every slow client is closed by now: the gateway is alone again.
-        alone.extend(cpu_alone.measure(healthy.rate(WINDOWS, WINDOW)).await.1);
+        alone.extend(
+            cpu_alone
+                .measure(healthy, healthy.rate(WINDOWS, WINDOW))
+                .await
+                .1,
+        );
     }
 
     let reasons = top.collector(target).reasons(mark, &clients).await;
@@ -654,11 +682,13 @@ async fn case(
     let line = format!(
         "{name}: {} hostile connections {tally:?}; healthy {alone_rate:.0}/s alone {alone:.0?}, \
          {during_rate:.0}/s attacked {during:.0?} = {:.0}%; this process used {:.0}% CPU alone, \
-         {:.0}% attacked",
+         {:.0}% attacked ({:.2} vs {:.2} ms CPU per healthy request)",
         clients.len(),
         share * 100.0,
         cpu_alone.percent(),
         cpu_during.percent(),
+        cpu_alone.ms_per_request(),
+        cpu_during.ms_per_request(),
     );
     eprintln!("{line}");
     report.push(line);
