@@ -53,7 +53,9 @@ install_mitmproxy() {
 if [ -z "${TLSGATE_BENCH_INNER:-}" ]; then
   install_packages
   install_mitmproxy
-  (cd "$root" && cargo build --release --locked -p tlsgate -p tlsgate-loadgen) || die "cargo build failed"
+  if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    (cd "$root" && cargo build --release --locked -p tlsgate -p tlsgate-loadgen) || die "cargo build failed"
+  fi
   # Each held connection costs descriptors in the client, both tunnel ends and the origin: raise the
   # soft limit to the hard one (M1 needs about 2 x BENCH_HOLD + 100 per process).
   ulimit -n "$(ulimit -Hn)" || die "cannot raise the descriptor limit"
