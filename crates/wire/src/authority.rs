@@ -18,6 +18,9 @@ pub fn host_of(authority: &str) -> String {
             // One colon: `host:port`, whatever the port says (callers check it), as the `http`
             // crate reads it — else `host:80x` would be judged as a name of its own.
             Some((host, _)) if !host.contains(':') => host,
+            // More than one with a bracket further in (`w[::1]:80`): the `http` crate accepts
+            // that and reads the host up to the first colon; so must the policy.
+            _ if authority.contains('[') => authority.split(':').next().unwrap_or(authority),
             // More than one: a bare IPv6 address, no port.
             _ => authority,
         }
@@ -51,6 +54,14 @@ mod tests {
         // Found by the request_line fuzz target: `http::uri::Authority` reads host `TS`.
         assert_eq!(host_of("O@TS"), "ts");
         assert_eq!(host_of("user:pass@Example.com:443"), "example.com");
+    }
+
+    #[test]
+    fn reads_up_to_the_first_colon_when_a_bracket_is_not_first() {
+        // Found by the request_line fuzz target: `http::uri::Authority` accepts `w[::1]:8www`
+        // and reads host `w[`.
+        assert_eq!(host_of("w[::1]:8www"), "w[");
+        assert_eq!(host_of("a[::1]:443"), "a[");
     }
 
     #[test]
