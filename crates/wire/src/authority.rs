@@ -14,16 +14,12 @@ pub fn host_of(authority: &str) -> String {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
-        match authority.rsplit_once(':') {
-            // One colon: `host:port`, whatever the port says (callers check it), as the `http`
-            // crate reads it — else `host:80x` would be judged as a name of its own.
-            Some((host, _)) if !host.contains(':') => host,
-            // More than one with a bracket further in (`w[::1]:80`): the `http` crate accepts
-            // that and reads the host up to the first colon; so must the policy.
-            _ if authority.contains('[') => authority.split(':').next().unwrap_or(authority),
-            // More than one: a bare IPv6 address, no port.
-            _ => authority,
-        }
+        // Up to the first colon, exactly as the `http` crate reads it: `host:port` whatever the
+        // port says (callers check it), and odd forms it accepts (`w[::1]:80`, `o:f:1%]:80`)
+        // too — else policy would judge one name while hyper saw another. An IPv6 address
+        // without brackets is not an authority (RFC 3986 §3.2.2): it reads as its first group, a
+        // name no policy allows.
+        authority.split(':').next().unwrap_or(authority)
     };
     host.trim_end_matches('.').to_ascii_lowercase()
 }
@@ -65,8 +61,15 @@ mod tests {
     }
 
     #[test]
-    fn keeps_a_bare_ipv6_address_whole() {
-        assert_eq!(host_of("2001:DB8::1"), "2001:db8::1");
-        assert_eq!(host_of("::1"), "::1");
+    fn reads_a_closing_bracket_after_userinfo_up_to_the_first_colon() {
+        // Found by the request_line fuzz target: `http::uri::Authority` reads host `O`.
+        assert_eq!(host_of("[@@@@@@O:fffffff:1%]:80"), "o");
+    }
+
+    #[test]
+    fn reads_a_bare_ipv6_address_as_its_first_group() {
+        // Not an authority without brackets; never the address itself.
+        assert_eq!(host_of("2001:DB8::1"), "2001");
+        assert_eq!(host_of("::1"), "");
     }
 }
