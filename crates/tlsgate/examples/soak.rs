@@ -247,6 +247,76 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// What each of `pid`'s fds is: a file path, an anonymous inode, or for a socket its protocol,
+/// addresses and TCP state from /proc/net (so a leftover fd names the connection it holds).
+fn fd_descriptions(pid: u32) -> Vec<String> {
+    let mut sockets = std::collections::HashMap::new();
+    for proto in ["tcp", "tcp6", "udp", "udp6", "unix"] {
+        let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")) else {
+            continue;
+        };
+        for line in table.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (inode, what) = if proto == "unix" {
+                let Some(inode) = cols.get(6) else { continue };
+                (*inode, format!("unix {}", cols.get(7).unwrap_or(&"")))
+            } else {
+                let Some(inode) = cols.get(9) else { continue };
+                let state = match cols.get(3).copied() {
+                    Some("01") => "ESTABLISHED",
+                    Some("06") => "TIME_WAIT",
+                    Some("07") => "CLOSE",
+                    Some("08") => "CLOSE_WAIT",
+                    Some("0A") => "LISTEN",
+                    Some(other) => other,
+                    None => "?",
+                };
+                let ends = format!(
+                    "{} -> {}",
+                    cols.get(1).unwrap_or(&"?"),
+                    cols.get(2).unwrap_or(&"?")
+                );
+                (*inode, format!("{proto} {ends} {state}"))
+            };
+            sockets.insert(inode.to_owned(), what);
+        }
+    }
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|target| {
+            let target = target.display().to_string();
+            let inode = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'));
+            match inode.and_then(|i| sockets.get(i)) {
+                Some(what) => what.clone(),
+                None => target,
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The fds of `now` that `before` did not have (as descriptions; a multiset difference).
+fn new_fds(before: &[String], now: &[String]) -> Vec<String> {
+    let mut left = before.to_vec();
+    let mut extra = Vec::new();
+    for fd in now {
+        match left.iter().position(|b| b == fd) {
+            Some(i) => {
+                left.remove(i);
+            }
+            None => extra.push(fd.clone()),
+        }
+    }
+    extra
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -695,6 +765,8 @@ async fn soak(args: Args) -> bool {
     let g_base_fds = settle(&traffic, g_pid, None).await;
     let r_base_fds = settle(&traffic, relay.pid(), None).await;
     let g_base_rss = rss_kib(g_pid);
+    let g_base_fd_list = fd_descriptions(g_pid);
+    let r_base_fd_list = fd_descriptions(relay.pid());
     traffic.paused.store(false, Ordering::SeqCst);
     println!(
         "soak: baseline after {:.0}s warm-up: G {g_base_fds} fds {g_base_rss} KiB; R {r_base_fds} fds {} KiB",
@@ -800,6 +872,16 @@ async fn soak(args: Args) -> bool {
     while workers.join_next().await.is_some() {}
     let g_end_fds = settle(&traffic, g_pid, Some(g_base_fds)).await;
     let r_end_fds = settle(&traffic, relay.pid(), Some(r_base_fds)).await;
+    for (who, pid, base, end) in [
+        ("G", g_pid, &g_base_fd_list, g_end_fds),
+        ("R", relay.pid(), &r_base_fd_list, r_end_fds),
+    ] {
+        if end > base.len() {
+            for fd in new_fds(base, &fd_descriptions(pid)) {
+                println!("{who}: fd not open at the baseline: {fd}");
+            }
+        }
+    }
     let g_end_rss = rss_kib(g_pid);
     let r_end_rss = rss_kib(relay.pid());
     let g_alive = matches!(gateway.child.try_wait(), Ok(None));
