@@ -334,16 +334,23 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     // Name, kind and max_connections cannot change on reload, so the first task's do for the loop.
-    let task = current.borrow().clone();
-    let limit = Arc::new(Semaphore::new(task.shared.limits.max_connections));
-    // Like max_connections, these limits live as long as the listener (a reload keeps them).
-    let sources = SourceLimit::new(task.shared.limits.max_connections_per_source);
-    let tunnels = Arc::new(TunnelLimit::new(task.shared.limits.max_tunnels_per_client));
-    let gauges = task
-        .shared
-        .flows
-        .metrics()
-        .listener(task.name.clone(), role_of(&task.listener.kind).as_str());
+    // Only those values are kept: holding the task itself would keep its generation (relay pools
+    // and their connections, interception caches) alive after a reload replaced it.
+    let (name, limit, sources, tunnels, gauges) = {
+        let task = current.borrow().clone();
+        let limits = task.shared.limits;
+        (
+            task.name.clone(),
+            Arc::new(Semaphore::new(limits.max_connections)),
+            // Like max_connections, these limits live as long as the listener (a reload keeps them).
+            SourceLimit::new(limits.max_connections_per_source),
+            Arc::new(TunnelLimit::new(limits.max_tunnels_per_client)),
+            task.shared
+                .flows
+                .metrics()
+                .listener(task.name.clone(), role_of(&task.listener.kind).as_str()),
+        )
+    };
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
@@ -352,7 +359,7 @@ async fn accept_loop(
         let (tcp, client) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(listener = %task.name, "accept failed: {e}");
+                tracing::warn!(listener = %name, "accept failed: {e}");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }

@@ -64,6 +64,21 @@ fn load_worker(
     })
 }
 
+/// Established TCP connections (from anyone in this network namespace) to local port `port`.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // fields: sl local remote state ...; state 01 is ESTABLISHED.
+            fields.len() > 3 && fields[2].ends_with(&remote) && fields[3] == "01"
+        })
+        .count()
+}
+
 fn status_of(cmd: &mut std::process::Command) -> u16 {
     let out = cmd.output().expect("run curl");
     curl_result(&out)
@@ -233,6 +248,20 @@ fn reload_under_load_swaps_relay_certificate_and_policy_without_a_failed_request
     assert_eq!(
         metric(admin, r#"tlsgate_config_reloads_total{result="rejected"}"#),
         Some(2.0)
+    );
+    // The replaced generation retires: its pooled h2 connection to the relay closes once its last
+    // stream ended, leaving the new generation's one connection (pool_size 1).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut links = connections_to(relay.port());
+    while links > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        links = connections_to(relay.port());
+    }
+    assert_eq!(
+        links,
+        1,
+        "edge → relay connections after the reload settled\n{}",
+        lab.log()
     );
     eprintln!(
         "reload under load: {} requests before, {} after, 0 failed; SIGHUP to applied in {reload_latency:?}; \
