@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -353,4 +355,78 @@ async fn hundred_concurrent_tunnels_share_one_h2_connection() {
     }
     edge.stop().await;
     relay.stop().await;
+}
+
+/// A TLS session with `name` through the edge, handshake done and then held open (an idle tunnel).
+async fn held_tunnel(
+    edge: SocketAddr,
+    name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(edge).await?;
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("handshake through the edge timed out"))?
+}
+
+/// `limits.max_tunnels_per_client` at the relay: with 2 tunnels of one edge open, a third is refused
+/// with `client_tunnel_limit` (the client's handshake fails, no hang); closing one frees its slot.
+async fn assert_tunnels_per_client_limited(transport: Transport) {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let mut relay = start_relay_edited(&services, &pki, false, any_port(), |config| {
+        config.limits.max_tunnels_per_client = 2;
+    })
+    .await;
+    let edge = start_edge(
+        relay_upstream(&pki, relay.addr("relay"), transport, false),
+        None,
+    )
+    .await;
+    let edge_addr = edge.addr("tls");
+    let first = held_tunnel(edge_addr, PRIVATE, services.client_config())
+        .await
+        .expect("first tunnel");
+    let second = held_tunnel(edge_addr, OTHER, services.client_config())
+        .await
+        .expect("second tunnel");
+    let third = held_tunnel(edge_addr, PRIVATE, services.client_config()).await;
+    assert!(third.is_err(), "{transport:?}: a third tunnel got through");
+    let refused = relay
+        .flow("refused tunnel", |f| {
+            f.role == Role::Relay && f.reason.is_some()
+        })
+        .await;
+    assert_eq!(refused.reason, Some("client_tunnel_limit"), "{refused:?}");
+    // The held tunnels still work, and closing one lets a new one in.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reply = loop {
+        match https_get(edge_addr, PRIVATE, services.client_config(), "/").await {
+            Ok(reply) => break reply,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{transport:?}: slot not free yet: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{transport:?}: no tunnel after one was closed: {e}"),
+        }
+    };
+    assert_eq!(reply.status, 200);
+    drop(second);
+    edge.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn h2_transport_tunnels_per_client_are_limited_at_the_relay() {
+    assert_tunnels_per_client_limited(Transport::H2).await;
+}
+
+#[tokio::test]
+async fn tls_transport_tunnels_per_client_are_limited_at_the_relay() {
+    assert_tunnels_per_client_limited(Transport::Tls).await;
 }

@@ -196,6 +196,17 @@ pub async fn start_relay(
     mtls: bool,
     listen: SocketAddr,
 ) -> Running {
+    start_relay_edited(services, pki, mtls, listen, |_| {}).await
+}
+
+/// A relay like [`start_relay`] whose config `edit` may change first (limits, timeouts, ...).
+pub async fn start_relay_edited(
+    services: &Services,
+    pki: &RelayPki,
+    mtls: bool,
+    listen: SocketAddr,
+    edit: impl FnOnce(&mut Config),
+) -> Running {
     let client_cas = [pki.client_ca.cert_der()];
     let tls = relay_server_config(
         pki.leaf.chain.clone(),
@@ -203,15 +214,16 @@ pub async fn start_relay(
         mtls.then_some(&client_cas[..]),
     )
     .unwrap();
-    start(config(vec![Listener {
+    let mut config = config(vec![Listener {
         name: "relay".into(),
         listen,
         kind: ListenerKind::Relay(RelayListener {
             tls,
             routes: Arc::new(services.routes()),
         }),
-    }]))
-    .await
+    }]);
+    edit(&mut config);
+    start(config).await
 }
 
 pub fn relay_upstream(
