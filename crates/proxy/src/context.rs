@@ -28,6 +28,9 @@ pub struct Shared {
     pub force: CancellationToken,
     /// Every connection-scoped task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Keep-alive connections to upstreams for forwarded plain HTTP, this generation's own
+    /// (`Default::default()`: built on first use from the fields above).
+    pub upstream_pool: crate::forward::pool::UpstreamPool,
 }
 
 impl Shared {

@@ -114,6 +114,10 @@ pub enum ConnError {
     RelayHttp(#[source] hyper::Error),
     #[error("HTTP exchange with the upstream failed: {0}")]
     UpstreamHttp(#[source] hyper::Error),
+    /// An exchange on a pooled upstream connection failed (`forward::pool`): same label as
+    /// [`ConnError::UpstreamHttp`], which it is, seen through hyper-util's pooled client.
+    #[error("HTTP exchange with the upstream failed: {0}")]
+    UpstreamExchange(#[source] hyper_util::client::legacy::Error),
     #[error("the upstream's response head is invalid")]
     UpstreamBadResponse,
 }
@@ -185,7 +189,7 @@ impl ConnError {
             Self::RelayUnavailable(_) => "relay_unavailable",
             Self::RelayRefused(_) => "relay_refused",
             Self::RelayHttp(_) => "relay_http_error",
-            Self::UpstreamHttp(_) => "upstream_http_error",
+            Self::UpstreamHttp(_) | Self::UpstreamExchange(_) => "upstream_http_error",
             Self::UpstreamBadResponse => "upstream_bad_response",
         }
     }

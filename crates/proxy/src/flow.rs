@@ -429,6 +429,7 @@ mod tests {
             shutdown: Default::default(),
             force: Default::default(),
             tracker: Default::default(),
+            upstream_pool: Default::default(),
         };
         let req = http::Request::get("https://h.example/p?token=1")
             .header("X-Api-Key", "k")

@@ -1,7 +1,12 @@
-//! Forwarding one HTTP request as HTTP/1.1 to an upstream already connected: origin-form target,
-//! Host set to the requested authority, hop-by-hop headers removed, bodies streamed both ways.
+//! Forwarding one HTTP request as HTTP/1.1 to an upstream: origin-form target, Host set to the
+//! requested authority, hop-by-hop headers removed, bodies streamed both ways. Either on a
+//! connection the caller opened ([`http1`]) or on one from the generation's keep-alive pool
+//! ([`pooled`], see [`pool`]).
+
+pub mod pool;
 
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -32,16 +37,44 @@ pub async fn http1(
     let (mut parts, body) = req.into_parts();
     let path = origin_form(&parts.uri);
     parts.uri = Uri::try_from(path).map_err(|_| ConnError::ClientNoHost)?;
-    parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    let host_value = HeaderValue::from_str(authority).map_err(|_| ConnError::ClientNoHost)?;
-    parts.headers.insert(header::HOST, host_value);
+    rewrite_head(&mut parts, authority)?;
     let request = Request::from_parts(parts, body.boxed());
     let response = tokio::time::timeout(shared.timeouts.idle, sender.send_request(request))
         .await
         .map_err(|_| ConnError::UpstreamConnectTimeout)?
         .map_err(ConnError::UpstreamHttp)?;
+    Ok(streamed(response))
+}
+
+/// Sends `req` to `host:port` on a keep-alive connection from the generation's pool (a new one is
+/// resolved, guarded and connected within the connect timeout) and returns the streamed response.
+/// The response head must arrive within the idle timeout.
+pub async fn pooled(
+    shared: &Shared,
+    req: Request<Incoming>,
+    authority: &str,
+    host: &str,
+    port: u16,
+) -> Result<Response<Body>, ConnError> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = pool::upstream_uri(host, port, &origin_form(&parts.uri))?;
+    rewrite_head(&mut parts, authority)?;
+    let request = Request::from_parts(parts, body.boxed());
+    let response = shared.upstream_pool.send(shared, request).await?;
+    Ok(streamed(response))
+}
+
+/// HTTP/1.1 towards the upstream, hop-by-hop headers gone, Host the requested authority.
+fn rewrite_head(parts: &mut Parts, authority: &str) -> Result<(), ConnError> {
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    let host_value = HeaderValue::from_str(authority).map_err(|_| ConnError::ClientNoHost)?;
+    parts.headers.insert(header::HOST, host_value);
+    Ok(())
+}
+
+fn streamed(response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.boxed()))
+    Response::from_parts(parts, body.boxed())
 }

@@ -153,6 +153,7 @@ pub(crate) fn build_generation(
         shutdown: base.shutdown.clone(),
         force: base.force.clone(),
         tracker: base.tracker.clone(),
+        upstream_pool: Default::default(),
     });
     // The relay clients of this generation stop opening connections once no listener task of it is
     // left (every connection holds its task): pooled h2 connections then close when their last

@@ -152,8 +152,7 @@ impl RelayService {
         host: &str,
         port: u16,
     ) -> Result<Response<Body>, ConnError> {
-        let tcp = self.connect_upstream(host, port).await?;
-        crate::forward::http1(&self.shared, tcp, req, authority).await
+        crate::forward::pooled(&self.shared, req, authority, host, port).await
     }
 }
 
