@@ -14,10 +14,15 @@
 //! interceptor); SIGHUP reload of G; a burst of requests to misbehaving origins through the
 //! interceptor (counted apart: each must end in a 502/504 or a visibly failed body, never hang).
 //!
+//! The warm-up is traffic alone for a quarter of the run (at most a minute), then one round of
+//! every fault; then both processes go idle for the baseline. A first hostile burst or reload raises
+//! the allocator's high-water mark once; the baseline includes that, so growth after it means memory
+//! kept round after round (G's RSS before each later fault is printed to show the trend).
+//!
 //! An error of a healthy worker is explained only when the request overlapped the window of a
-//! fault that affects its path; every other error is unexplained and printed. Exit status 1 when
-//! there is an unexplained error, G's RSS grew by 5% or more after warm-up, or a process ends with
-//! more file descriptors than at its idle baseline.
+//! fault that affects its path; every other error is unexplained and printed (warm-up included).
+//! Exit status 1 when there is an unexplained error, G's RSS grew by 5% or more from the baseline,
+//! or a process ends with more file descriptors than at its idle baseline.
 //!
 //! Usage: `soak --tlsgate PATH [--minutes N] [--fault-every SECS]`.
 
@@ -683,6 +688,32 @@ fn secs(t: Instant, origin: Instant) -> f64 {
     t.saturating_duration_since(origin).as_secs_f64()
 }
 
+/// Both processes idle after the warm-up: what the end of the run is compared with.
+struct Baseline {
+    g_fds: usize,
+    r_fds: usize,
+    g_rss: u64,
+    g_fd_list: Vec<String>,
+    r_fd_list: Vec<String>,
+}
+
+impl Baseline {
+    /// Pauses the workers until both processes are idle, measures, and lets the workers go on.
+    async fn take(traffic: &Traffic, g_pid: u32, r_pid: u32) -> Self {
+        let g_fds = settle(traffic, g_pid, None).await;
+        let r_fds = settle(traffic, r_pid, None).await;
+        let base = Self {
+            g_fds,
+            r_fds,
+            g_rss: rss_kib(g_pid),
+            g_fd_list: fd_descriptions(g_pid),
+            r_fd_list: fd_descriptions(r_pid),
+        };
+        traffic.paused.store(false, Ordering::SeqCst);
+        base
+    }
+}
+
 async fn soak(args: Args) -> bool {
     let dir = std::env::temp_dir().join(format!("tlsgate-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("soak dir");
@@ -759,20 +790,13 @@ async fn soak(args: Args) -> bool {
         workers.spawn(worker(path, targets.clone(), traffic.clone()));
     }
 
-    // Warm-up, then the idle baseline of both processes.
+    // Warm-up: traffic alone, then one round of every fault (so the baseline includes what a
+    // first hostile burst or reload leaves in the allocator), then the idle baseline.
     let warm_up = (args.run_for / 4).min(MAX_WARM_UP);
-    tokio::time::sleep(warm_up).await;
-    let g_base_fds = settle(&traffic, g_pid, None).await;
-    let r_base_fds = settle(&traffic, relay.pid(), None).await;
-    let g_base_rss = rss_kib(g_pid);
-    let g_base_fd_list = fd_descriptions(g_pid);
-    let r_base_fd_list = fd_descriptions(relay.pid());
-    traffic.paused.store(false, Ordering::SeqCst);
-    println!(
-        "soak: baseline after {:.0}s warm-up: G {g_base_fds} fds {g_base_rss} KiB; R {r_base_fds} fds {} KiB",
-        warm_up.as_secs_f64(),
-        rss_kib(relay.pid())
-    );
+    let mut baseline: Option<Baseline> = None;
+    // G's RSS just before each fault from the baseline on: a leak climbs round after round, an
+    // allocator's high-water mark does not.
+    let mut g_rss_timeline: Vec<(f64, u64)> = Vec::new();
 
     // Faults.
     let mut windows: Vec<Window> = Vec::new();
@@ -786,6 +810,21 @@ async fn soak(args: Args) -> bool {
     let mut k = 0usize;
     while next <= last_start {
         tokio::time::sleep_until(next.into()).await;
+        if k == ROTATION.len() && baseline.is_none() {
+            let base = Baseline::take(&traffic, g_pid, relay.pid()).await;
+            println!(
+                "soak: baseline after {:.0}s of traffic and a warm-up round of every fault: G {} fds {} KiB; R {} fds {} KiB",
+                secs(Instant::now(), began),
+                base.g_fds,
+                base.g_rss,
+                base.r_fds,
+                rss_kib(relay.pid())
+            );
+            baseline = Some(base);
+        }
+        if baseline.is_some() {
+            g_rss_timeline.push((secs(Instant::now(), began), rss_kib(g_pid)));
+        }
         let fault = ROTATION[k % ROTATION.len()];
         k += 1;
         let from = Instant::now();
@@ -870,6 +909,21 @@ async fn soak(args: Args) -> bool {
     // Stop, go idle, measure.
     traffic.stop.store(true, Ordering::SeqCst);
     while workers.join_next().await.is_some() {}
+    let Some(Baseline {
+        g_fds: g_base_fds,
+        r_fds: r_base_fds,
+        g_rss: g_base_rss,
+        g_fd_list: g_base_fd_list,
+        r_fd_list: r_base_fd_list,
+    }) = baseline
+    else {
+        println!(
+            "soak: FAIL: the run ended before a warm-up round of every fault ({} faults of {}); run longer",
+            k,
+            ROTATION.len()
+        );
+        return false;
+    };
     let g_end_fds = settle(&traffic, g_pid, Some(g_base_fds)).await;
     let r_end_fds = settle(&traffic, relay.pid(), Some(r_base_fds)).await;
     for (who, pid, base, end) in [
@@ -941,18 +995,26 @@ async fn soak(args: Args) -> bool {
         println!("note: {n}");
     }
     let g_growth = (g_end_rss as f64 - g_base_rss as f64) * 100.0 / g_base_rss.max(1) as f64;
+    let timeline: Vec<String> = g_rss_timeline
+        .iter()
+        .map(|(t, kib)| format!("t={t:.0}s {kib}"))
+        .collect();
+    println!(
+        "G RSS before each fault after the baseline (KiB): {}",
+        timeline.join(", ")
+    );
     println!(
         "G (pid {g_pid}, alive {g_alive}): RSS after warm-up {g_base_rss} KiB, at the end {g_end_rss} KiB ({g_growth:+.2}%); fds baseline {g_base_fds}, end {g_end_fds}"
     );
     match r_rss_after_restart {
         Some((r_ref, at)) if r_ref > 0 => println!(
-            "R (pid {}, alive {r_alive}): RSS {:.0}s after its last restart {r_ref} KiB, at the end {r_end_rss} KiB ({:+.2}%); fds baseline {r_base_fds} (first R, idle), end {r_end_fds}",
+            "R (pid {}, alive {r_alive}): RSS {:.0}s after its last restart {r_ref} KiB, at the end {r_end_rss} KiB ({:+.2}%); fds baseline {r_base_fds} (R idle at the baseline), end {r_end_fds}",
             relay.pid(),
             secs(at, began),
             (r_end_rss as f64 - r_ref as f64) * 100.0 / r_ref as f64
         ),
         _ => println!(
-            "R (pid {}, alive {r_alive}): RSS at the end {r_end_rss} KiB (no reference after a restart); fds baseline {r_base_fds} (first R, idle), end {r_end_fds}",
+            "R (pid {}, alive {r_alive}): RSS at the end {r_end_rss} KiB (no reference after a restart); fds baseline {r_base_fds} (R idle at the baseline), end {r_end_fds}",
             relay.pid()
         ),
     }
