@@ -1,50 +1,20 @@
 //! Forwarding one HTTP request as HTTP/1.1 to an upstream: origin-form target, Host set to the
-//! requested authority, hop-by-hop headers removed, bodies streamed both ways. Either on a
-//! connection the caller opened ([`http1`]) or on one from the generation's keep-alive pool
-//! ([`pooled`], see [`pool`]).
+//! requested authority, hop-by-hop headers removed, bodies streamed both ways, on a connection
+//! from the generation's keep-alive pool ([`pool`]). Used by the relay (requests from edges) and
+//! the interceptor (plain HTTP through the explicit proxy).
 
 pub mod pool;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::context::Shared;
 use crate::error::ConnError;
 use crate::http_util::{origin_form, strip_hop_by_hop};
 use crate::transport::Body;
-
-/// Sends `req` on a fresh HTTP/1.1 connection over `tcp` and returns the streamed response.
-/// The response head must arrive within the idle timeout.
-pub async fn http1(
-    shared: &Shared,
-    tcp: TcpStream,
-    req: Request<Incoming>,
-    authority: &str,
-) -> Result<Response<Body>, ConnError> {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(ConnError::UpstreamHttp)?;
-    shared.spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("upstream http connection ended: {e}");
-        }
-    });
-    let (mut parts, body) = req.into_parts();
-    let path = origin_form(&parts.uri);
-    parts.uri = Uri::try_from(path).map_err(|_| ConnError::ClientNoHost)?;
-    rewrite_head(&mut parts, authority)?;
-    let request = Request::from_parts(parts, body.boxed());
-    let response = tokio::time::timeout(shared.timeouts.idle, sender.send_request(request))
-        .await
-        .map_err(|_| ConnError::UpstreamConnectTimeout)?
-        .map_err(ConnError::UpstreamHttp)?;
-    Ok(streamed(response))
-}
 
 /// Sends `req` to `host:port` on a keep-alive connection from the generation's pool (a new one is
 /// resolved, guarded and connected within the connect timeout) and returns the streamed response.

@@ -210,11 +210,8 @@ impl PlainHttp {
             (None, _) => self.target.host.clone().unwrap_or(name),
         };
         ctx.upstream = Some(format!("{host}:{}", self.target.port));
-        let result = async {
-            let tcp = self.shared.connect(&host, self.target.port).await?;
-            crate::forward::http1(&self.shared, tcp, req, &authority).await
-        }
-        .await;
+        let result =
+            crate::forward::pooled(&self.shared, req, &authority, &host, self.target.port).await;
         match result {
             Ok(response) => {
                 ctx.status = Some(response.status().as_u16());
