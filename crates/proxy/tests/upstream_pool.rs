@@ -16,7 +16,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tlsgate_policy::FqdnPattern;
 use tlsgate_proxy::config::{
-    Listener, ListenerKind, RelayListener, Route, Routes, TargetHost, Transport, UpstreamTarget,
+    Config, Listener, ListenerKind, RelayListener, Route, Routes, TargetHost, Transport,
+    UpstreamTarget,
 };
 use tlsgate_proxy::flow::{FlowRecord, Mode, Role};
 use tlsgate_proxy::tls::relay_server_config;
@@ -44,6 +45,8 @@ enum AfterResponse {
 struct CountingOrigin {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    /// Connections that ended (the peer closed, or the origin did).
+    ended: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -58,19 +61,29 @@ impl CountingOrigin {
         let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (counter, end_counter) = (accepted.clone(), ended.clone());
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((tcp, _)) = listener.accept().await {
                 let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                conns.spawn(serve_counted(tcp, number, after));
+                let end_counter = end_counter.clone();
+                conns.spawn(async move {
+                    serve_counted(tcp, number, after).await;
+                    end_counter.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         Self {
             addr,
             accepted,
+            ended,
             task,
         }
+    }
+
+    fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
     }
 
     fn accepted(&self) -> usize {
@@ -136,19 +149,24 @@ fn route_to(name: &str, origin: SocketAddr) -> Route {
     }
 }
 
-/// A relay routing by name, its destination guard allowing only `allow`.
-async fn start_relay_allowing(routes: Routes, pki: &RelayPki, allow: &str) -> Running {
+/// A relay's config routing by name on `listen`, its destination guard allowing only `allow`.
+fn relay_config(routes: Routes, pki: &RelayPki, allow: &str, listen: SocketAddr) -> Config {
     let tls = relay_server_config(pki.leaf.chain.clone(), pki.leaf.key.clone_key(), None).unwrap();
     let mut config = config(vec![Listener {
         name: "relay".into(),
-        listen: any_port(),
+        listen,
         kind: ListenerKind::Relay(RelayListener {
             tls,
             routes: Arc::new(routes),
         }),
     }]);
     config.allow_destinations = vec![allow.parse().unwrap()];
-    start(config).await
+    config
+}
+
+/// A relay routing by name, its destination guard allowing only `allow`.
+async fn start_relay_allowing(routes: Routes, pki: &RelayPki, allow: &str) -> Running {
+    start(relay_config(routes, pki, allow, any_port())).await
 }
 
 /// An HTTP/1.1 client connection to the edge's `http` listener.
@@ -334,4 +352,62 @@ async fn a_warm_pool_lets_no_request_past_the_destination_guard() {
     );
     edge.stop().await;
     relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_starts_a_new_pool_and_the_old_generations_connections_close() {
+    let origin = CountingOrigin::start("127.0.0.1", AfterResponse::KeepAlive).await;
+    let pki = RelayPki::new();
+    let routes = || Routes {
+        routes: vec![route_to(PRIVATE, origin.addr)],
+    };
+    let gateway =
+        tlsgate_proxy::Gateway::bind(relay_config(routes(), &pki, "127.0.0.0/8", any_port()))
+            .await
+            .unwrap();
+    let relay_addr = gateway.local_addrs()[0].1;
+    let reloader = gateway.reloader();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = tokio::spawn(gateway.run(stop.clone()));
+    let upstream = relay_upstream(&pki, relay_addr, Transport::H2, false);
+
+    let edge = start_edge(upstream.clone(), None).await;
+    let mut sender = client_to(&edge).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut sender, PRIVATE, "/old").await.0, StatusCode::OK);
+    }
+    assert_eq!(origin.accepted(), 1);
+    // The same config again (a reload may not change `listen`: it stays 127.0.0.1:0).
+    let same = relay_config(routes(), &pki, "127.0.0.0/8", any_port());
+    reloader.apply(same, "test").await.unwrap();
+    assert_eq!(
+        origin.ended(),
+        0,
+        "the old generation still serves its edge connection"
+    );
+
+    // The old edge's outer connection held the old generation; once it is gone, so is its pool.
+    edge.stop().await;
+    let edge = start_edge(upstream, None).await;
+    let mut sender = client_to(&edge).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut sender, PRIVATE, "/new").await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        origin.accepted(),
+        2,
+        "the new generation's pool opened its own connection"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while origin.ended() < 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        origin.ended(),
+        1,
+        "the old pool's idle connection closed with its generation"
+    );
+    edge.stop().await;
+    stop.cancel();
+    let _ = tokio::time::timeout(WAIT, relay).await;
 }
