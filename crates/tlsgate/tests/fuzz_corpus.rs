@@ -5,24 +5,11 @@
 #[path = "fuzz_checks/config.rs"]
 mod config;
 
-use std::path::Path;
+#[path = "../../../fuzz/corpus_files.rs"]
+mod corpus_files;
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.expect("corpus entry").path())
-        .filter(|path| path.is_file())
-        .map(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-            (name, bytes)
-        })
-        .collect();
-    files.sort();
-    files
+    corpus_files::corpus(env!("CARGO_MANIFEST_DIR"), target)
 }
 
 #[test]

@@ -3,27 +3,16 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use tlsgate_wire::Peek;
 
 const MAXES: [usize; 4] = [0, 512, 16 * 1024, usize::MAX];
 
+#[path = "../../../fuzz/corpus_files.rs"]
+mod corpus_files;
+
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/client_hello");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.expect("corpus entry").path())
-        .filter(|path| path.is_file())
-        .map(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-            (name, bytes)
-        })
-        .collect();
-    files.sort();
-    files
+    corpus_files::corpus(env!("CARGO_MANIFEST_DIR"), "client_hello")
 }
 
 #[test]
