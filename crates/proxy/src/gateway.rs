@@ -366,32 +366,22 @@ async fn accept_loop(
         };
         // The generation in force now: a reload swaps it for connections accepted from here on.
         let task = current.borrow().clone();
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        // A connection over a limit is closed at once (dropping `tcp`), with a flow saying which.
+        let refuse = |error: ConnError| {
             let ctx = ConnCtx::new(
                 task.name.clone(),
                 role_of(&task.listener.kind),
                 Mode::Splice,
                 client,
             );
-            ctx.finish(
-                &task.shared,
-                Moved::default(),
-                &Err(ConnError::LocalListenerFull),
-            );
+            ctx.finish(&task.shared, Moved::default(), &Err(error));
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            refuse(ConnError::LocalListenerFull);
             continue;
         };
         let Some(source) = sources.try_admit(client.ip().to_canonical()) else {
-            let ctx = ConnCtx::new(
-                task.name.clone(),
-                role_of(&task.listener.kind),
-                Mode::Splice,
-                client,
-            );
-            ctx.finish(
-                &task.shared,
-                Moved::default(),
-                &Err(ConnError::ClientSourceLimit),
-            );
+            refuse(ConnError::ClientSourceLimit);
             continue;
         };
         let _ = tcp.set_nodelay(true);
