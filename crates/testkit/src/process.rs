@@ -99,3 +99,77 @@ impl Drop for ChildGuard {
         self.stop();
     }
 }
+
+/// How long a `tlsgate run` child may take to print its listeners.
+const LISTENERS_WAIT: Duration = Duration::from_secs(20);
+
+/// A `tlsgate run` child and the addresses its listeners announced (`listening: NAME ADDR` on
+/// stdout). A thread drains stdout for the child's whole life, so a late line never meets a closed
+/// pipe; the lines after the announcements (an access log on `-`, say) arrive on `lines`.
+#[derive(Debug)]
+pub struct TlsgateRun {
+    pub child: ChildGuard,
+    pub addrs: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl TlsgateRun {
+    /// `BIN run --config CONFIG --log-level LEVEL`, stderr to `stderr`; waits for `listeners`
+    /// announcements (other lines before them are skipped). Errors say what was missing.
+    pub fn start(
+        bin: &std::path::Path,
+        config: &std::path::Path,
+        log_level: &str,
+        stderr: std::process::Stdio,
+        listeners: usize,
+    ) -> Result<Self, String> {
+        use std::io::BufRead;
+        let mut child = ChildGuard::spawn(
+            Command::new(bin)
+                .args(["run", "--config"])
+                .arg(config)
+                .args(["--log-level", log_level])
+                .stdout(std::process::Stdio::piped())
+                .stderr(stderr),
+        )
+        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        let stdout = child.child_mut().stdout.take().ok_or("no piped stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Keep draining after the receiver is gone.
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + LISTENERS_WAIT;
+        let mut addrs = std::collections::BTreeMap::new();
+        while addrs.len() < listeners {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines.recv_timeout(left).map_err(|_| {
+                format!(
+                    "{} announced {} of {listeners} listeners ({addrs:?})",
+                    config.display(),
+                    addrs.len()
+                )
+            })?;
+            let announced = line
+                .strip_prefix("listening: ")
+                .and_then(|rest| rest.split_once(' '))
+                .and_then(|(name, addr)| Some((name, addr.trim().parse().ok()?)));
+            // Anything else printed before the announcements is not for the caller.
+            if let Some((name, addr)) = announced {
+                addrs.insert(name.to_owned(), addr);
+            }
+        }
+        Ok(Self {
+            child,
+            addrs,
+            lines,
+        })
+    }
+
+    /// The address `name` announced (panics if it did not: a test's setup error).
+    pub fn addr(&self, name: &str) -> std::net::SocketAddr {
+        self.addrs[name]
+    }
+}

@@ -27,7 +27,6 @@
 //! Usage: `soak --tlsgate PATH [--minutes N] [--fault-every SECS]`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -37,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use tlsgate_testkit::{
-    ChildGuard, Misbehaviour, TestCa, TestDns, certs_from_pem, http_get, https_get,
+    ChildGuard, Misbehaviour, TestCa, TestDns, TlsgateRun, certs_from_pem, http_get, https_get,
     https_get_via_proxy, spawn_faulty_origin, spawn_http_origin, spawn_https_origin,
 };
 use tokio::io::AsyncWriteExt;
@@ -204,48 +203,11 @@ fn start(tlsgate: &Path, config: &Path, log: &Path, expect: usize) -> Result<Pro
         .append(true)
         .open(log)
         .map_err(|e| format!("log {}: {e}", log.display()))?;
-    let mut child = ChildGuard::spawn(
-        Command::new(tlsgate)
-            .args(["run", "--config"])
-            .arg(config)
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::piped())
-            .stderr(log_file),
-    )
-    .map_err(|e| format!("spawn {}: {e}", tlsgate.display()))?;
-    let stdout = child.child_mut().stdout.take().ok_or("no piped stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    // The reader keeps draining stdout for the child's life, so a late line never meets a closed pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((name, addr)) = line
-                .strip_prefix("listening: ")
-                .and_then(|rest| rest.split_once(' '))
-                && let Ok(addr) = addr.trim().parse::<SocketAddr>()
-            {
-                let _ = tx.send((name.to_owned(), addr));
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut addrs = BTreeMap::new();
-    while addrs.len() < expect {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((name, addr)) => {
-                addrs.insert(name, addr);
-            }
-            Err(_) => {
-                return Err(format!(
-                    "{} printed {} of {expect} listeners (log: {})",
-                    config.display(),
-                    addrs.len(),
-                    log.display()
-                ));
-            }
-        }
-    }
-    Ok(Process { child, addrs })
+    let run = TlsgateRun::start(tlsgate, config, "warn", log_file.into(), expect)?;
+    Ok(Process {
+        child: run.child,
+        addrs: run.addrs,
+    })
 }
 
 fn fd_count(pid: u32) -> usize {

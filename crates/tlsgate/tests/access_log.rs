@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tlsgate_testkit::ChildGuard;
+use tlsgate_testkit::{ChildGuard, TlsgateRun};
 
 /// How long a record may take to reach the log, and SIGUSR1 to take effect.
 const WAIT: Duration = Duration::from_secs(10);
@@ -41,35 +41,18 @@ fn write_config(dir: &Path, access_log: &str) -> std::path::PathBuf {
     config
 }
 
-/// `tlsgate run`, its stdout lines on a channel, and the proxy's address.
+/// `tlsgate run`, its stdout lines (after the announcement) on a channel, and the proxy's address.
 fn start(config: &Path) -> (ChildGuard, mpsc::Receiver<String>, SocketAddr) {
-    let mut child = ChildGuard::spawn(
-        Command::new(env!("CARGO_BIN_EXE_tlsgate"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
+    let run = TlsgateRun::start(
+        Path::new(env!("CARGO_BIN_EXE_tlsgate")),
+        config,
+        "warn",
+        Stdio::null(),
+        1,
     )
-    .expect("spawn tlsgate run");
-    let out = child.child_mut().stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(WAIT)
-        .expect("tlsgate announces its listener");
-    let proxy = line
-        .strip_prefix("listening: proxy ")
-        .unwrap_or_else(|| panic!("expected the listener, got {line:?}"))
-        .parse()
-        .unwrap();
-    (child, rx, proxy)
+    .unwrap_or_else(|e| panic!("tlsgate run: {e}"));
+    let proxy = run.addr("proxy");
+    (run.child, run.lines, proxy)
 }
 
 fn curl_denied(proxy: SocketAddr, path: &str) {

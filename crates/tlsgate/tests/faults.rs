@@ -8,7 +8,6 @@
 //!
 //! Every fault is repeated several times so a per-fault leak would show in the figures.
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tlsgate_testkit::{
-    ChildGuard, Misbehaviour, RESET_CHUNK, TestCa, TestDns, spawn_faulty_origin,
+    ChildGuard, Misbehaviour, RESET_CHUNK, TestCa, TestDns, TlsgateRun, spawn_faulty_origin,
 };
 use tokio::task::JoinSet;
 
@@ -86,23 +85,15 @@ flows:
         ),
     )
     .unwrap();
-    let mut child = ChildGuard::spawn(
-        Command::new(env!("CARGO_BIN_EXE_tlsgate"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
+    let run = TlsgateRun::start(
+        Path::new(env!("CARGO_BIN_EXE_tlsgate")),
+        &config,
+        "warn",
+        Stdio::null(),
+        1,
     )
-    .expect("spawn tlsgate run");
-    let stdout = child.child_mut().stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening: proxy ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+    .unwrap_or_else(|e| panic!("tlsgate run: {e}"));
+    let (child, addr) = (run.child, run.addrs["proxy"]);
     Proxy {
         child,
         addr,

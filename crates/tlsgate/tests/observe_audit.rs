@@ -2,21 +2,13 @@
 //! `policy_audit` mode forwards a request its rules would refuse, and `tlsgate observe --verdict
 //! AUDIT` (any case) prints exactly that exchange, with the would-be reason.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-/// Kills the child on drop so a failing test leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tlsgate_testkit::TlsgateRun;
 
 fn tlsgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tlsgate"))
@@ -56,7 +48,7 @@ fn spawn_origin() -> SocketAddr {
 
 /// `tlsgate run` bumping `allowed.test`, denying everything else, in audit mode, with the admin
 /// API: (guard, proxy address, admin address).
-fn start(dir: &Path) -> (ChildGuard, SocketAddr, SocketAddr) {
+fn start(dir: &Path) -> (TlsgateRun, SocketAddr, SocketAddr) {
     let ca_dir = dir.join("ca");
     let init = tlsgate(&["ca", "init", "--dir", ca_dir.to_str().unwrap()]);
     assert!(init.status.success(), "{init:?}");
@@ -69,33 +61,16 @@ fn start(dir: &Path) -> (ChildGuard, SocketAddr, SocketAddr) {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tlsgate"))
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tlsgate run");
-    let mut child = ChildGuard(child);
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let mut addr = |name: &str| {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let prefix = format!("listening: {name} ");
-        line.trim()
-            .strip_prefix(&prefix)
-            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
-            .parse::<SocketAddr>()
-            .unwrap()
-    };
-    let proxy = addr("proxy");
-    let admin = addr("admin");
-    (child, proxy, admin)
+    let run = TlsgateRun::start(
+        Path::new(env!("CARGO_BIN_EXE_tlsgate")),
+        &config,
+        "warn",
+        Stdio::null(),
+        2,
+    )
+    .unwrap_or_else(|e| panic!("tlsgate run: {e}"));
+    let (proxy, admin) = (run.addr("proxy"), run.addr("admin"));
+    (run, proxy, admin)
 }
 
 fn observe(admin: SocketAddr, extra: &[&str]) -> String {

@@ -5,19 +5,11 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Kills the child on drop so a failing test leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tlsgate_testkit::{ChildGuard, TlsgateRun};
 
 fn tlsgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tlsgate"))
@@ -28,7 +20,7 @@ fn tlsgate(args: &[&str]) -> Output {
 
 /// `tlsgate run` with an intercepting proxy that bumps `allowed.test` and denies everything
 /// else, and the admin API on an ephemeral port: (guard, proxy address, admin address).
-fn start(dir: &Path) -> (ChildGuard, SocketAddr, SocketAddr) {
+fn start(dir: &Path) -> (TlsgateRun, SocketAddr, SocketAddr) {
     let ca_dir = dir.join("ca");
     let init = tlsgate(&["ca", "init", "--dir", ca_dir.to_str().unwrap()]);
     assert!(init.status.success(), "{init:?}");
@@ -41,33 +33,16 @@ fn start(dir: &Path) -> (ChildGuard, SocketAddr, SocketAddr) {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tlsgate"))
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tlsgate run");
-    let mut child = ChildGuard(child);
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let mut addr = |name: &str| {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let prefix = format!("listening: {name} ");
-        line.trim()
-            .strip_prefix(&prefix)
-            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
-            .parse::<SocketAddr>()
-            .unwrap()
-    };
-    let proxy = addr("proxy");
-    let admin = addr("admin");
-    (child, proxy, admin)
+    let run = TlsgateRun::start(
+        Path::new(env!("CARGO_BIN_EXE_tlsgate")),
+        &config,
+        "warn",
+        Stdio::null(),
+        2,
+    )
+    .unwrap_or_else(|e| panic!("tlsgate run: {e}"));
+    let (proxy, admin) = (run.addr("proxy"), run.addr("admin"));
+    (run, proxy, admin)
 }
 
 fn curl_denied(proxy: SocketAddr, path: &str) {
@@ -354,9 +329,9 @@ fn observe_prints_filtered_records_and_follows_new_ones() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut follower = ChildGuard(follower);
+    let mut follower = ChildGuard::new(follower);
     let (tx, rx) = mpsc::channel();
-    let out = follower.0.stdout.take().unwrap();
+    let out = follower.child_mut().stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             if tx.send(line.unwrap()).is_err() {

@@ -5,15 +5,14 @@
 
 #![allow(dead_code)] // each suite uses a different part
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tlsgate_testkit::{
-    ChildGuard, Origin, TestCa, certs_from_pem, hex, sha256, spawn_https_origin,
+    ChildGuard, Origin, TestCa, TlsgateRun, certs_from_pem, hex, sha256, spawn_https_origin,
 };
 
 /// The origin's name: resolves to 127.0.0.1 without any DNS setup.
@@ -146,33 +145,17 @@ listeners:
     }
 
     /// Starts `tlsgate run` on the written config; logs go to `tlsgate.log` in the lab.
-    pub fn start(&self) -> (ChildGuard, HashMap<String, SocketAddr>) {
+    pub fn start(&self) -> (ChildGuard, BTreeMap<String, SocketAddr>) {
         let log = std::fs::File::create(self.path("tlsgate.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tlsgate"));
-        cmd.args(["run", "--config"])
-            .arg(self.path("config.yaml"))
-            .args(["--log-level", "info"])
-            .stdout(Stdio::piped())
-            .stderr(log);
-        let mut child = ChildGuard::spawn(&mut cmd).expect("spawn tlsgate run");
-        let stdout = child.child_mut().stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut addrs = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while addrs.len() < LISTENERS.len() + 1 {
-            assert!(
-                Instant::now() < deadline,
-                "tlsgate run printed no listeners"
-            );
-            let Some(Ok(line)) = lines.next() else {
-                panic!("tlsgate run exited: {}", self.log());
-            };
-            if let Some(rest) = line.strip_prefix("listening: ") {
-                let (name, addr) = rest.split_once(' ').expect("name and address");
-                addrs.insert(name.to_owned(), addr.trim().parse().expect("an address"));
-            }
-        }
-        (child, addrs)
+        let run = TlsgateRun::start(
+            Path::new(env!("CARGO_BIN_EXE_tlsgate")),
+            &self.path("config.yaml"),
+            "info",
+            log.into(),
+            LISTENERS.len() + 1,
+        )
+        .unwrap_or_else(|e| panic!("tlsgate run: {e}\n{}", self.log()));
+        (run.child, run.addrs)
     }
 
     pub fn log(&self) -> String {
