@@ -7,6 +7,7 @@ mod histogram;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -39,10 +40,18 @@ pub struct Metrics {
     verify_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// HTTP exchange latency by role (request head in → response head out).
     request_seconds: RequestSeconds,
+    /// Failed attempts on relay endpoints, each of which (re-)ejected the endpoint, by
+    /// `(relay, endpoint, reason)`; at most [`MAX_ENDPOINT_SERIES`] series.
+    endpoint_failures: Mutex<BTreeMap<(String, String, &'static str), u64>>,
     /// Config reloads that were applied / rejected.
     reloads_applied: AtomicU64,
     reloads_rejected: AtomicU64,
 }
+
+/// Series of `tlsgate_relay_endpoint_failures_total` kept at most: relay addresses come from DNS,
+/// so a relay whose answers keep changing must not grow the exposition without bound. Failures of
+/// endpoints beyond it are counted under `endpoint="other"`.
+pub const MAX_ENDPOINT_SERIES: usize = 256;
 
 /// One listener's connection counters.
 #[derive(Debug)]
@@ -362,6 +371,20 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Counts a failed attempt on relay endpoint `endpoint` of relay `relay`, which ejected it
+    /// (again) for its backoff; `reason` is one of the endpoint set's stable ejection labels.
+    pub fn count_endpoint_failure(&self, relay: &str, endpoint: SocketAddr, reason: &'static str) {
+        let mut series = self
+            .endpoint_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut key = (relay.to_owned(), endpoint.to_string(), reason);
+        if !series.contains_key(&key) && series.len() >= MAX_ENDPOINT_SERIES {
+            key.1 = "other".into();
+        }
+        *series.entry(key).or_default() += 1;
+    }
+
     /// Counts records a flow subscriber (the ring or an admin follower) missed by falling behind.
     pub fn count_lost(&self, n: u64) {
         self.lost.fetch_add(n, Ordering::Relaxed);
@@ -569,6 +592,25 @@ impl Metrics {
         }
         self.render_handshakes(&mut out);
         self.render_relay_h2(&mut out);
+        family(
+            &mut out,
+            "tlsgate_relay_endpoint_failures_total",
+            "counter",
+            "Failed attempts on an edge's relay endpoints, each ejecting the endpoint for its backoff, by reason.",
+        );
+        for ((relay, endpoint, reason), n) in self
+            .endpoint_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "tlsgate_relay_endpoint_failures_total{{relay=\"{}\",endpoint=\"{}\",reason=\"{reason}\"}} {n}",
+                escape(relay),
+                escape(endpoint)
+            );
+        }
         family(
             &mut out,
             "tlsgate_http_request_duration_seconds",
@@ -931,6 +973,44 @@ mod tests {
         assert_eq!(sample(&text, "tlsgate_relay_h2_connections_active"), 0);
         assert_eq!(sample(&text, "tlsgate_relay_h2_streams_active"), 0);
         assert_eq!(sample(&text, "tlsgate_relay_h2_streams_reset_total"), 1);
+    }
+
+    #[test]
+    fn relay_endpoint_failures_by_endpoint_and_reason_with_a_bounded_series_count() {
+        let m = Metrics::default();
+        let a: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:443".parse().unwrap();
+        m.count_endpoint_failure("r", a, "connect_refused");
+        m.count_endpoint_failure("r", a, "connect_refused");
+        m.count_endpoint_failure("r", b, "connect_timeout");
+        let text = m.render(&[]);
+        let failures = |e: &str, reason: &str| {
+            sample(
+                &text,
+                &format!(
+                    "tlsgate_relay_endpoint_failures_total{{relay=\"r\",endpoint=\"{e}\",reason=\"{reason}\"}}"
+                ),
+            )
+        };
+        assert_eq!(failures("192.0.2.1:443", "connect_refused"), 2);
+        assert_eq!(failures("192.0.2.2:443", "connect_timeout"), 1);
+        // Endpoints that keep changing stop adding series at the bound.
+        for port in 0..(MAX_ENDPOINT_SERIES as u16 + 10) {
+            m.count_endpoint_failure("r", SocketAddr::new(a.ip(), 1000 + port), "connect_refused");
+        }
+        let text = m.render(&[]);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("tlsgate_relay_endpoint_failures_total{"))
+            .count();
+        assert_eq!(series, MAX_ENDPOINT_SERIES + 1, "the bound plus `other`");
+        assert_eq!(
+            sample(
+                &text,
+                "tlsgate_relay_endpoint_failures_total{relay=\"r\",endpoint=\"other\",reason=\"connect_refused\"}"
+            ),
+            12
+        );
     }
 
     #[test]

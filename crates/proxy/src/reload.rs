@@ -176,6 +176,7 @@ pub(crate) fn build_generation(
                         shared.resolver.clone(),
                         shared.timeouts,
                         retire.clone(),
+                        shared.flows.metrics().clone(),
                     ))
                 })
                 .clone()

@@ -485,3 +485,46 @@ async fn interceptor_metrics_move_with_bumps_refusals_and_untrusted_origins() {
     }
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn relay_endpoint_failures_are_counted_by_endpoint_and_reason() {
+    let pki = RelayPki::new();
+    // A port nobody listens on: every connection attempt is refused.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut edge_config = config(vec![Listener {
+        name: "tls-raw".into(),
+        listen: any_port(),
+        kind: ListenerKind::TlsPassthrough(EdgeTls {
+            relay: relay_upstream(&pki, closed, Transport::Tls, false),
+            inner_port: 443,
+            default_sni: None,
+        }),
+    }]);
+    edge_config.visibility.admin = Some(admin());
+    let edge = start(edge_config).await;
+    let edge_admin = edge.addr(tlsgate_proxy::gateway::ADMIN_ADDR_NAME);
+    let services = Services::start().await;
+    let reply = https_get(edge.addr("tls-raw"), PRIVATE, services.client_config(), "/").await;
+    assert!(reply.is_err(), "{reply:?}");
+    let series = format!(
+        "tlsgate_relay_endpoint_failures_total{{relay=\"provider-b\",endpoint=\"{closed}\",reason=\"connect_refused\"}}"
+    );
+    let deadline = Instant::now() + SETTLE;
+    let metrics = loop {
+        let metrics = scrape(edge_admin).await;
+        if sample(&metrics, &series).is_some_and(|n| n >= 1.0) {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    promtool_accepts(&metrics);
+    edge.stop().await;
+}

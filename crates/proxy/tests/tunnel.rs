@@ -134,6 +134,7 @@ async fn relay_refuses_connect_whose_inner_sni_differs_from_authority() {
         tlsgate_proxy::upstream::Resolver::System,
         test_timeouts(),
         tokio_util::sync::CancellationToken::new(),
+        Default::default(),
     );
     // CONNECT names the private service, the inner ClientHello names the other one.
     let stream = client.open_h2(&format!("{PRIVATE}:443")).await.unwrap();
@@ -174,6 +175,7 @@ async fn relay_refuses_connect_to_unrouted_port() {
         tlsgate_proxy::upstream::Resolver::System,
         test_timeouts(),
         tokio_util::sync::CancellationToken::new(),
+        Default::default(),
     );
     let result = client.open_h2(&format!("{PRIVATE}:22")).await;
     assert!(

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{EndpointSettings, RelayUpstream};
 use crate::error::ConnError;
+use crate::metrics::Metrics;
 use crate::upstream::Resolver;
 
 /// Why an endpoint was ejected: a stable label for logs.
@@ -95,6 +96,8 @@ pub struct Endpoints {
     first: tokio::sync::Mutex<()>,
     refresher: Once,
     shutdown: CancellationToken,
+    /// Where failed attempts are counted (`tlsgate_relay_endpoint_failures_total`).
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -111,6 +114,7 @@ impl Endpoints {
         relay: Arc<RelayUpstream>,
         resolver: &Resolver,
         shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             settings: relay.endpoints,
@@ -122,6 +126,7 @@ impl Endpoints {
             first: tokio::sync::Mutex::new(()),
             refresher: Once::new(),
             shutdown,
+            metrics,
         }
     }
 
@@ -266,6 +271,8 @@ impl Endpoints {
         let Some(endpoint) = set.iter_mut().find(|e| e.addr == addr) else {
             return;
         };
+        self.metrics
+            .count_endpoint_failure(&self.relay.name, addr, reason.as_str());
         endpoint.failures = endpoint.failures.saturating_add(1);
         let backoff = backoff(&self.settings, endpoint.failures);
         endpoint.retry_at = Some(Instant::now() + backoff);

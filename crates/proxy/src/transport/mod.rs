@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RelayUpstream, Timeouts, Transport};
 use crate::error::ConnError;
+use crate::metrics::Metrics;
 use crate::upstream::Resolver;
 use endpoints::Endpoints;
 
@@ -44,16 +45,19 @@ pub struct RelayClient {
 
 impl RelayClient {
     /// Creates the client; the relay's host is resolved and its h2 pool connects on first use.
+    /// Failed endpoint attempts are counted in `metrics`.
     pub fn new(
         upstream: Arc<RelayUpstream>,
         resolver: Resolver,
         timeouts: Timeouts,
         shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let endpoints = Arc::new(Endpoints::new(
             upstream.clone(),
             &resolver,
             shutdown.clone(),
+            metrics,
         ));
         let pool = h2::Pool::new(upstream.clone(), endpoints.clone(), timeouts, shutdown);
         Self {
