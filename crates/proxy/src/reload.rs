@@ -340,10 +340,30 @@ impl Reloader {
         if !errors.is_empty() {
             return Err(ReloadRejected { errors });
         }
-        let generation = build_generation(&config, HashMap::new(), &running.base)
+        let generation = build_generation(&config, self.reused_intercepts(&config), &running.base)
             .map_err(|errors| ReloadRejected { errors })?;
         self.swap(running, generation);
         Ok(())
+    }
+
+    /// Interception states for `config`'s intercept listeners that keep the minting store of the
+    /// same-named listener in force (see [`InterceptState::reusing`]); a listener whose state
+    /// cannot be built here is left to `build_generation`, which reports the error.
+    fn reused_intercepts(&self, config: &Config) -> HashMap<usize, Arc<InterceptState>> {
+        let current = self.intercepts();
+        let mut reused = HashMap::new();
+        for (index, listener) in config.listeners.iter().enumerate() {
+            let ListenerKind::Intercept(intercept) = &listener.kind else {
+                continue;
+            };
+            let Some((_, old)) = current.iter().find(|(name, _)| *name == listener.name) else {
+                continue;
+            };
+            if let Ok(state) = InterceptState::reusing(intercept.clone(), Some(old)) {
+                reused.insert(index, Arc::new(state));
+            }
+        }
+        reused
     }
 
     /// Puts `generation` in force: each listener's next connection takes it.

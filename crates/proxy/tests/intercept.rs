@@ -810,3 +810,89 @@ async fn websocket_upgrade_works_through_a_bumped_connection() {
         .unwrap();
     assert_eq!(&echoed, b"FRAMES PASS BOTH WAYS");
 }
+
+/// A client trusting only `ca` (the interception CA), offering HTTP/1.1.
+fn trusting(ca: &CertAuthority) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(tlsgate_testkit::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_minted_leaves_while_the_ca_is_unchanged() {
+    let public = TestCa::new("public test CA");
+    let origin = spawn_https_origin("www", &public.issue(&["www.example.test"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = interception_ca(dir.path());
+    let dns = spawn_dns_loopback().await;
+    let config_with = |ca: Arc<CertAuthority>, rules: Vec<InterceptRule>| {
+        let listener = explicit_interceptor(
+            ca,
+            public.cert_der(),
+            Options::default().strategy,
+            rules,
+            None,
+        );
+        let mut config = config(vec![Listener {
+            name: "proxy".into(),
+            listen: any_port(),
+            kind: ListenerKind::Intercept(listener),
+        }]);
+        config.dns_server = Some(dns);
+        config
+    };
+    let gateway = tlsgate_proxy::Gateway::bind(config_with(ca.clone(), Vec::new()))
+        .await
+        .unwrap();
+    let reloader = gateway.reloader();
+    let proxy = gateway.local_addrs()[0].1;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(gateway.run(stop.clone()));
+    let leaf = |trust: Arc<rustls::ClientConfig>| async move {
+        let reply = tlsgate_testkit::https_get_via_proxy(
+            proxy,
+            "www.example.test",
+            origin.addr.port(),
+            trust,
+            "/",
+        )
+        .await
+        .expect("bumped request");
+        assert_eq!(reply.status, 200);
+        reply.peer_leaf_der
+    };
+    let before = leaf(trusting(&ca)).await;
+    // A reload that changes the rules but not the CA or the leaf settings keeps the minted leaf.
+    let splice_other = vec![InterceptRule {
+        pattern: FqdnPattern::parse("other.example.test").unwrap(),
+        ports: Vec::new(),
+        action: InterceptAction::Splice,
+    }];
+    reloader
+        .apply(config_with(ca.clone(), splice_other), "test")
+        .await
+        .expect("reload applied");
+    let after = leaf(trusting(&ca)).await;
+    assert_eq!(
+        sha256(&after),
+        sha256(&before),
+        "the same leaf after the reload"
+    );
+    // A new CA: leaves from it, minted afresh.
+    let (new_ca, _) = interception_ca(dir.path());
+    reloader
+        .apply(config_with(new_ca.clone(), Vec::new()), "test")
+        .await
+        .expect("reload applied");
+    let fresh = leaf(trusting(&new_ca)).await;
+    assert_ne!(sha256(&fresh), sha256(&before), "a new CA mints new leaves");
+    stop.cancel();
+    let _ = task.await;
+}

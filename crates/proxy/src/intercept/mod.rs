@@ -35,7 +35,9 @@ pub use origin::OriginTls;
 /// What one interception listener keeps for all its connections.
 pub struct InterceptState {
     pub config: InterceptListener,
-    pub certs: CertStore,
+    /// Shared with the next generation when a reload keeps the CA and leaf settings (see
+    /// [`InterceptState::reusing`]), so clients keep seeing the same minted leaves.
+    pub certs: Arc<CertStore>,
     pub origin: OriginTls,
     /// Client-facing TLS config (TLS 1.2 + 1.3); each connection sets its leaf and ALPN on a clone.
     pub server_base: Arc<rustls::ServerConfig>,
@@ -50,8 +52,21 @@ impl std::fmt::Debug for InterceptState {
 impl InterceptState {
     /// Builds the minting store, the origin verifier and the client-facing TLS base config.
     pub fn new(config: InterceptListener) -> Result<Self, ConnError> {
+        Self::reusing(config, None)
+    }
+
+    /// Like [`InterceptState::new`], but keeps `previous`'s minting store (its leaf key and cache
+    /// of minted leaves) when the CA certificate and the leaf settings are unchanged: a reload
+    /// then costs no mint storm and serves the same leaves as before.
+    pub fn reusing(
+        config: InterceptListener,
+        previous: Option<&InterceptState>,
+    ) -> Result<Self, ConnError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = CertStore::new(&config.certs, &provider)?;
+        let certs = match previous {
+            Some(old) if same_minting(&old.config.certs, &config.certs) => old.certs.clone(),
+            _ => Arc::new(CertStore::new(&config.certs, &provider)?),
+        };
         let origin = OriginTls::new(config.upstream_roots.clone(), provider.clone())?;
         let server_base = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -383,4 +398,13 @@ pub(crate) fn tls_alert(description: u8) -> [u8; 7] {
 
 pub(crate) fn new_ctx(listener: Arc<str>, client: SocketAddr) -> ConnCtx {
     ConnCtx::new(listener, Role::Intercept, Mode::Bump, client)
+}
+
+/// Whether a minting store made for `old` serves `new` unchanged: same CA certificate (and so the
+/// same key: a CA file pair is checked to match on load), leaf lifetime and cache bounds.
+fn same_minting(old: &crate::config::CertSettings, new: &crate::config::CertSettings) -> bool {
+    old.ca.cert_der() == new.ca.cert_der()
+        && old.leaf_lifetime == new.leaf_lifetime
+        && old.cache_capacity == new.cache_capacity
+        && old.cache_ttl == new.cache_ttl
 }
