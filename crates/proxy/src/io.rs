@@ -7,13 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 use crate::error::ConnError;
 
 /// Copy buffer per direction. 64 KiB lets a TLS record (16 KiB) or an h2 DATA frame pass in one read
-/// and keeps per-tunnel memory bounded at 128 KiB.
+/// and keeps per-tunnel memory bounded at 128 KiB. The buffer is allocated only while bytes are in
+/// flight and given back when the side it reads from has nothing more (see [`Direction`]), so an idle
+/// tunnel holds none.
 pub const SPLICE_BUF: usize = 64 * 1024;
 
 /// A stream whose first reads return `prefix` (bytes already read while detecting), then the inner
@@ -246,12 +249,7 @@ where
     {
         return (prefixes, Err(ConnError::ClientIo(e)));
     }
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        SPLICE_BUF,
-        SPLICE_BUF,
-    );
+    let copy = copy_both(&mut client, &mut upstream);
     let watchdog = async {
         loop {
             let idle_for = activity.idle_for();
@@ -278,4 +276,205 @@ where
         to_client: prefixes.to_client + upstream.read,
     };
     (moved, result)
+}
+
+/// One direction of a splice: reads into a buffer that exists only while it holds bytes. When the
+/// reader has nothing (`Pending`) and every byte read was written, the buffer is freed; the next
+/// wake-up allocates a fresh one (uninitialised, so neither zeroing nor page faults for an idle
+/// tunnel). An idle tunnel therefore keeps no copy buffer; a busy one reuses the allocator's
+/// recently freed block.
+#[derive(Default)]
+struct Direction {
+    buf: BytesMut,
+    /// Written since the last flush.
+    need_flush: bool,
+    read_done: bool,
+    done: bool,
+}
+
+impl Direction {
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            if self.buf.is_empty() && !self.read_done {
+                // `reserve` on an empty, uniquely owned buffer reuses its allocation.
+                self.buf.reserve(SPLICE_BUF);
+                match poll_read_buf(reader.as_mut(), cx, &mut self.buf) {
+                    Poll::Ready(Ok(0)) => self.read_done = true,
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        // Nothing in flight: give the buffer back while this side is idle.
+                        self.buf = BytesMut::new();
+                        if self.need_flush {
+                            std::task::ready!(writer.as_mut().poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while !self.buf.is_empty() {
+                let n = std::task::ready!(writer.as_mut().poll_write(cx, &self.buf))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.buf.advance(n);
+                self.need_flush = true;
+            }
+            if self.read_done {
+                std::task::ready!(writer.as_mut().poll_flush(cx))?;
+                std::task::ready!(writer.as_mut().poll_shutdown(cx))?;
+                self.buf = BytesMut::new();
+                self.done = true;
+            }
+        }
+    }
+}
+
+/// Copies both ways until both directions have seen end of stream (each then shuts its writer
+/// down), like `tokio::io::copy_bidirectional`, with [`Direction`]'s lazily held buffers.
+async fn copy_both<A, B>(a: &mut A, b: &mut B) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut a_to_b = Direction::default();
+    let mut b_to_a = Direction::default();
+    std::future::poll_fn(|cx| {
+        let a_to_b = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
+        let b_to_a = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
+        std::task::ready!(a_to_b);
+        std::task::ready!(b_to_a);
+        Poll::Ready(Ok(()))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    /// Both directions carry more than a buffer through pipes small enough to make every write
+    /// partial and every read pend, and each peer sees exactly the other's bytes, then EOF.
+    #[tokio::test]
+    async fn lazily_buffered_splice_copies_exactly_both_ways() {
+        let (client_peer, client) = tokio::io::duplex(1000);
+        let (upstream, upstream_peer) = tokio::io::duplex(777);
+        let up = pattern(3 * SPLICE_BUF + 123, 1);
+        let down = pattern(2 * SPLICE_BUF + 45, 7);
+        let drive = |mut peer: tokio::io::DuplexStream, send: Vec<u8>| async move {
+            let (mut r, mut w) = tokio::io::split(&mut peer);
+            let write = async {
+                w.write_all(&send).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let read = r.read_to_end(&mut got);
+            let ((), n) = tokio::join!(write, read);
+            n.unwrap();
+            got
+        };
+        let splicing = splice(
+            client,
+            upstream,
+            Bytes::from_static(b"prefix-up"),
+            Bytes::from_static(b"prefix-down"),
+            Duration::from_secs(10),
+        );
+        let run = async {
+            tokio::join!(
+                splicing,
+                drive(client_peer, up.clone()),
+                drive(upstream_peer, down.clone())
+            )
+        };
+        let ((moved, result), at_client, at_upstream) =
+            tokio::time::timeout(Duration::from_secs(20), run)
+                .await
+                .expect("splice finished");
+        result.unwrap();
+        let mut want_up = b"prefix-up".to_vec();
+        want_up.extend_from_slice(&up);
+        let mut want_down = b"prefix-down".to_vec();
+        want_down.extend_from_slice(&down);
+        assert_eq!(at_upstream, want_up);
+        assert_eq!(at_client, want_down);
+        assert_eq!(moved.from_client, want_up.len() as u64);
+        assert_eq!(moved.to_client, want_down.len() as u64);
+    }
+
+    /// A direction whose reader has nothing to give holds no buffer; once bytes arrive it copies
+    /// them and, drained and pending again, frees the buffer again.
+    #[tokio::test]
+    async fn idle_direction_holds_no_buffer() {
+        let (mut feed, mut reader) = tokio::io::duplex(4096);
+        let (mut writer, mut sink) = tokio::io::duplex(4096);
+        let mut dir = Direction::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let poll = dir.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer));
+        assert!(poll.is_pending());
+        assert_eq!(dir.buf.capacity(), 0);
+
+        feed.write_all(b"hello").await.unwrap();
+        let poll = dir.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer));
+        assert!(poll.is_pending());
+        assert_eq!(
+            dir.buf.capacity(),
+            0,
+            "drained and idle again: buffer freed"
+        );
+        let mut got = [0u8; 5];
+        sink.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+
+        drop(feed);
+        let poll = dir.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer));
+        assert!(matches!(poll, Poll::Ready(Ok(()))));
+        let mut rest = Vec::new();
+        sink.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "EOF passed on as a shutdown");
+    }
+
+    /// A writer that accepts nothing while the reader has bytes keeps them buffered (not lost),
+    /// and they are delivered once the writer has room.
+    #[tokio::test]
+    async fn blocked_writer_keeps_the_buffered_bytes() {
+        let (mut feed, mut reader) = tokio::io::duplex(SPLICE_BUF * 2);
+        let (mut writer, mut sink) = tokio::io::duplex(16);
+        let data = pattern(5000, 3);
+        feed.write_all(&data).await.unwrap();
+        drop(feed);
+        let mut dir = Direction::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let poll = dir.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer));
+        assert!(poll.is_pending());
+        assert!(!dir.buf.is_empty(), "unwritten bytes stay in the buffer");
+        let copy = std::future::poll_fn(|cx| {
+            dir.poll_copy(cx, Pin::new(&mut reader), Pin::new(&mut writer))
+        });
+        let mut got = Vec::new();
+        let (copied, read) = tokio::join!(copy, sink.read_to_end(&mut got));
+        copied.unwrap();
+        read.unwrap();
+        assert_eq!(got, data);
+    }
 }
