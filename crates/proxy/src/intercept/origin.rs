@@ -86,6 +86,10 @@ impl OriginTls {
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         config.alpn_protocols = alpn;
+        // This config lives for one connection, so a session cache in it could never resume
+        // anything (and a resumed session would show no certificate to record); rustls' default
+        // in-memory cache would still allocate ~15 KiB up front and hold it for the connection's life.
+        config.resumption = rustls::client::Resumption::disabled();
         let name = ServerName::try_from(sni.to_owned()).map_err(|_| {
             ConnError::UpstreamCertInvalid(format!("{sni:?} is not a valid server name"))
         })?;
