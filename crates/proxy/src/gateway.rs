@@ -406,35 +406,52 @@ fn role_of(kind: &ListenerKind) -> Role {
 }
 
 impl ListenerTask {
+    /// Serves one connection with its listener's role. Each role's future is boxed, so a
+    /// connection's task holds only its own role's state, not the largest role's (an idle tunnel
+    /// would otherwise pay for the interceptor's).
     async fn serve(&self, tcp: TcpStream, client: SocketAddr, tunnels: Arc<TunnelLimit>) {
         let shared = &self.shared;
         match (&self.listener.kind, &self.relay) {
             (ListenerKind::TlsPassthrough(edge), Some(relay)) => {
-                edge::passthrough::serve(tcp, client, self.name.clone(), edge, relay, shared).await
+                let name = self.name.clone();
+                Box::pin(edge::passthrough::serve(
+                    tcp, client, name, edge, relay, shared,
+                ))
+                .await
             }
             (ListenerKind::Http(_), Some(relay)) => {
-                edge::http::serve(
+                let name = self.name.clone();
+                Box::pin(edge::http::serve(
                     tcp,
                     client,
-                    self.name.clone(),
+                    name,
                     relay.clone(),
                     shared.clone(),
-                )
+                ))
                 .await
             }
             (ListenerKind::Relay(relay), _) => {
                 let name = self.name.clone();
-                relay::serve(tcp, client, name, relay, shared.clone(), tunnels).await
+                Box::pin(relay::serve(
+                    tcp,
+                    client,
+                    name,
+                    relay,
+                    shared.clone(),
+                    tunnels,
+                ))
+                .await
             }
             (ListenerKind::Intercept(_), _) => {
                 if let Some(state) = &self.intercept {
-                    intercept::serve(
+                    let name = self.name.clone();
+                    Box::pin(intercept::serve(
                         tcp,
                         client,
-                        self.name.clone(),
+                        name,
                         state.clone(),
                         shared.clone(),
-                    )
+                    ))
                     .await
                 }
             }
