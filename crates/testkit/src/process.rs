@@ -168,6 +168,13 @@ impl TlsgateRun {
         })
     }
 
+    /// [`TlsgateRun::start`] at log level `warn` with stderr discarded; panics (a test's setup
+    /// error) when the listeners do not come up.
+    pub fn quiet(bin: &std::path::Path, config: &std::path::Path, listeners: usize) -> Self {
+        Self::start(bin, config, "warn", std::process::Stdio::null(), listeners)
+            .unwrap_or_else(|e| panic!("tlsgate run: {e}"))
+    }
+
     /// The address `name` announced (panics if it did not: a test's setup error).
     pub fn addr(&self, name: &str) -> std::net::SocketAddr {
         self.addrs[name]

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -43,14 +43,7 @@ fn write_config(dir: &Path, access_log: &str) -> std::path::PathBuf {
 
 /// `tlsgate run`, its stdout lines (after the announcement) on a channel, and the proxy's address.
 fn start(config: &Path) -> (ChildGuard, mpsc::Receiver<String>, SocketAddr) {
-    let run = TlsgateRun::start(
-        Path::new(env!("CARGO_BIN_EXE_tlsgate")),
-        config,
-        "warn",
-        Stdio::null(),
-        1,
-    )
-    .unwrap_or_else(|e| panic!("tlsgate run: {e}"));
+    let run = TlsgateRun::quiet(Path::new(env!("CARGO_BIN_EXE_tlsgate")), config, 1);
     let proxy = run.addr("proxy");
     (run.child, run.lines, proxy)
 }

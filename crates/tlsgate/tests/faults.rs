@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,14 +85,7 @@ flows:
         ),
     )
     .unwrap();
-    let run = TlsgateRun::start(
-        Path::new(env!("CARGO_BIN_EXE_tlsgate")),
-        &config,
-        "warn",
-        Stdio::null(),
-        1,
-    )
-    .unwrap_or_else(|e| panic!("tlsgate run: {e}"));
+    let run = TlsgateRun::quiet(Path::new(env!("CARGO_BIN_EXE_tlsgate")), &config, 1);
     let (child, addr) = (run.child, run.addrs["proxy"]);
     Proxy {
         child,

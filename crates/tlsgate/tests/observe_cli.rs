@@ -33,14 +33,7 @@ fn start(dir: &Path) -> (TlsgateRun, SocketAddr, SocketAddr) {
         ),
     )
     .unwrap();
-    let run = TlsgateRun::start(
-        Path::new(env!("CARGO_BIN_EXE_tlsgate")),
-        &config,
-        "warn",
-        Stdio::null(),
-        2,
-    )
-    .unwrap_or_else(|e| panic!("tlsgate run: {e}"));
+    let run = TlsgateRun::quiet(Path::new(env!("CARGO_BIN_EXE_tlsgate")), &config, 2);
     let (proxy, admin) = (run.addr("proxy"), run.addr("admin"));
     (run, proxy, admin)
 }
