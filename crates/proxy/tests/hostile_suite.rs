@@ -214,18 +214,10 @@ impl Topology {
         relay_http1.alpn_protocols = vec![b"http/1.1".to_vec()];
         let interception_roots = std::fs::read_to_string(&pem).unwrap();
         let bump = |alpn: &[u8]| {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in tlsgate_testkit::certs_from_pem(&interception_roots) {
-                roots.add(cert).unwrap();
-            }
-            let mut config =
-                rustls::ClientConfig::builder_with_provider(tlsgate_testkit::crypto_provider())
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-            config.alpn_protocols = vec![alpn.to_vec()];
-            Arc::new(config)
+            tlsgate_testkit::client_config_trusting(
+                tlsgate_testkit::certs_from_pem(&interception_roots),
+                &[alpn],
+            )
         };
         Arc::new(Self {
             relay_flows: Collector::start(relay.flows.resubscribe()),

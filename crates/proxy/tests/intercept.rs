@@ -813,16 +813,7 @@ async fn websocket_upgrade_works_through_a_bumped_connection() {
 
 /// A client trusting only `ca` (the interception CA), offering HTTP/1.1.
 fn trusting(ca: &CertAuthority) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(tlsgate_testkit::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    tlsgate_testkit::client_config_trusting([ca.cert_der().clone()], &[b"http/1.1"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,14 +40,25 @@ pub struct HttpReply {
 
 /// A client config trusting only `ca`, offering `alpn` (TLS 1.2 and 1.3).
 pub fn client_config(ca: &TestCa, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(ca.cert_der())
-        .expect("a test CA certificate is a valid trust anchor");
+    client_config_trusting([ca.cert_der()], alpn)
+}
+
+/// A client config trusting only `roots` (e.g. an interception CA read from PEM), offering `alpn`
+/// (TLS 1.2 and 1.3).
+pub fn client_config_trusting(
+    roots: impl IntoIterator<Item = rustls_pki_types::CertificateDer<'static>>,
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(root)
+            .expect("a test CA certificate is a valid trust anchor");
+    }
     let mut config = ClientConfig::builder_with_provider(crate::crypto_provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
+        .with_root_certificates(store)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)

@@ -19,8 +19,8 @@ use std::sync::{Arc, Once};
 
 pub use ca::{Leaf, TestCa, hex, sha256};
 pub use client::{
-    CLIENT_REQUEST_TIMEOUT, HttpReply, HttpsReply, client_config, http_get, https_get,
-    https_get_via_proxy,
+    CLIENT_REQUEST_TIMEOUT, HttpReply, HttpsReply, client_config, client_config_trusting, http_get,
+    https_get, https_get_via_proxy,
 };
 pub use dns::{TEST_DNS_TTL_SECS, TestDns};
 pub use faulty::{FaultyOrigin, Misbehaviour, RESET_CHUNK, spawn_faulty_origin};

@@ -309,17 +309,7 @@ fn write(path: &Path, text: &str) {
 /// A client config trusting the certificates in the PEM file `ca_pem`.
 fn trusting(ca_pem: &Path, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let pem = std::fs::read_to_string(ca_pem).expect("the interceptor's CA certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs_from_pem(&pem) {
-        roots.add(cert).expect("a CA certificate");
-    }
-    let mut config = ClientConfig::builder_with_provider(tlsgate_testkit::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    tlsgate_testkit::client_config_trusting(certs_from_pem(&pem), alpn)
 }
 
 struct Lab {
