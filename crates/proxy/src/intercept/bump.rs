@@ -1,7 +1,9 @@
 //! Bumping one connection: choose the leaf (minted for the name, or mimicking the verified origin),
 //! complete the client's TLS with it, then serve HTTP/1.1 or HTTP/2 (by ALPN) and re-send each
 //! request over TLS to the origin, HTTP/2 or HTTP/1.1 by what the origin negotiates. A client on
-//! HTTP/2 works with an origin that only speaks HTTP/1.1, and the other way round.
+//! HTTP/2 works with an origin that only speaks HTTP/1.1, and the other way round. Origin
+//! connections come from the listener's shared pool ([`super::upstreams`]), keyed by address,
+//! port and verified name, so client connections to one origin share them.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -15,16 +17,16 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tlsgate_wire::ClientHelloInfo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Mutex;
 use tokio_rustls::TlsAcceptor;
 
 use super::certs::FixedCert;
 use super::explicit::refuse;
 use super::origin::OriginConn;
+use super::upstreams::{Checkout, Key, Sender};
 use super::{ALERT_INTERNAL_ERROR, InterceptState, Target, new_ctx, tls_alert};
 use crate::config::{CertStrategy, InterceptAction};
 use crate::context::{ConnCtx, HttpFacts, Shared};
@@ -36,10 +38,6 @@ use crate::http_util::{
 use crate::io::{Counted, Moved, Prefixed, splice};
 use crate::tls::{ALPN_H2, ALPN_HTTP1};
 use crate::transport::Body;
-use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_STREAM_WINDOW};
-
-/// Idle HTTP/1.1 origin connections kept per bumped client connection.
-const MAX_IDLE_HTTP1: usize = 8;
 
 /// What names a bumped connection's requests for the policy and the origin's certificate.
 pub(crate) enum Naming {
@@ -160,12 +158,11 @@ pub(crate) async fn serve<S>(
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+    // Upstream-first offered the client's protocols (HTTP/1.1 when it named none).
+    let first_offered_h2 = client_alpn.iter().any(|p| p == ALPN_H2);
     let bumped = Arc::new(Bumped {
-        pool: Mutex::new(Pool {
-            name: name.clone(),
-            first: first_origin,
-            ..Pool::default()
-        }),
+        first: std::sync::Mutex::new(first_origin),
+        first_offered_h2,
         name,
         by_host,
         host,
@@ -206,31 +203,18 @@ struct Bumped {
     client: SocketAddr,
     /// What the client offered in its ClientHello, copied to every request's record.
     tls: Option<TlsFacts>,
-    /// The certificate of the origin connection opened last (or refused last), for records.
+    /// The certificate of the origin connection that carried the last request (or refused last),
+    /// for the connection's own record.
     cert: std::sync::Mutex<Option<UpstreamCert>>,
     /// Set when upstream-first found the origin's certificate invalid: every request gets a 502.
     origin_problem: Option<String>,
-    pool: Mutex<Pool>,
+    /// The connection upstream-first opened before the client's handshake: the first request
+    /// uses it, then it joins the listener's shared pool ([`InterceptState::upstreams`]).
+    first: std::sync::Mutex<Option<OriginConn>>,
+    /// Whether h2 was offered on `first` (only if the client offered it).
+    first_offered_h2: bool,
     state: Arc<InterceptState>,
     shared: Arc<Shared>,
-}
-
-#[derive(Default)]
-struct Pool {
-    /// The name every pooled origin connection was verified for (and sent as SNI). Only a
-    /// connection named by each request's Host changes it; the pool is emptied when it does.
-    name: String,
-    /// The connection upstream-first opened before the client's handshake.
-    first: Option<OriginConn>,
-    h2: Option<http2::SendRequest<Body>>,
-    http1: Vec<http1::SendRequest<Body>>,
-    /// The origin answered ALPN without h2: offer only HTTP/1.1 from now on.
-    http1_only: bool,
-}
-
-enum Sender {
-    H2(http2::SendRequest<Body>),
-    Http1(http1::SendRequest<Body>),
 }
 
 #[derive(Clone)]
@@ -257,7 +241,27 @@ impl Bumped {
         }
     }
 
-    /// A TLS connection to the origin, verified for (and with SNI) `name`.
+    fn set_cert(&self, seen: Option<UpstreamCert>) {
+        if seen.is_some() {
+            // A panic while holding the lock left a whole value: overwrite it.
+            *self
+                .cert
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
+        }
+    }
+
+    /// What makes an origin connection fit for a request named `name` on this connection.
+    fn key(&self, name: &str) -> Key {
+        Key {
+            host: self.host.clone(),
+            port: self.port,
+            name: name.to_owned(),
+            accepts_invalid: self.state.accepts_invalid(name),
+        }
+    }
+
+    /// A dedicated TLS connection to the origin, verified for (and with SNI) `name`.
     async fn connect_origin(
         &self,
         alpn: Vec<Vec<u8>>,
@@ -278,82 +282,41 @@ impl Bumped {
                 &mut seen,
             )
             .await;
-        if seen.is_some()
-            && let Ok(mut cert) = self.cert.lock()
-        {
-            *cert = seen;
-        }
+        self.set_cert(seen);
         conn
     }
 
-    /// A sender to the origin verified for `name`: a pooled one, or a new connection.
-    async fn acquire(&self, name: &str) -> Result<Sender, ConnError> {
-        let mut pool = self.pool.lock().await;
-        if pool.name != name {
-            // Another Host on a connection named by its requests: a connection verified for the
-            // previous name must not carry it. Bounded: at most one name's connections are kept.
-            pool.h2 = None;
-            pool.http1.clear();
-            pool.http1_only = false;
-            pool.first = None;
-            name.clone_into(&mut pool.name);
-        }
-        if let Some(conn) = pool.first.take() {
-            return self.start(conn, &mut pool).await;
-        }
-        if let Some(h2) = pool.h2.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(Sender::H2(h2.clone()));
-        }
-        pool.http1.retain(|s| !s.is_closed());
-        if let Some(i) = pool.http1.iter().position(|s| s.is_ready()) {
-            return Ok(Sender::Http1(pool.http1.swap_remove(i)));
-        }
-        let alpn = if pool.http1_only {
-            vec![ALPN_HTTP1.to_vec()]
-        } else {
-            vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
-        };
-        let conn = self.connect_origin(alpn, name).await?;
-        self.start(conn, &mut pool).await
-    }
-
-    /// Starts HTTP on a fresh origin connection, by its negotiated ALPN.
-    async fn start(&self, conn: OriginConn, pool: &mut Pool) -> Result<Sender, ConnError> {
-        let io = TokioIo::new(conn.tls);
-        if conn.alpn.as_deref() == Some(ALPN_H2) {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .initial_stream_window_size(H2_STREAM_WINDOW)
-                .initial_connection_window_size(H2_CONN_WINDOW)
-                .max_frame_size(H2_MAX_FRAME)
-                .handshake(io)
-                .await
-                .map_err(ConnError::UpstreamHttp)?;
-            self.shared.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!("origin h2 connection ended: {e}");
-                }
-            });
-            pool.h2 = Some(sender.clone());
-            return Ok(Sender::H2(sender));
-        }
-        pool.http1_only = true;
-        let (sender, connection) = http1::handshake(io)
-            .await
-            .map_err(ConnError::UpstreamHttp)?;
-        self.shared.spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!("origin http/1.1 connection ended: {e}");
+    /// A sender to the origin verified for `key.name`: upstream-first's own connection first,
+    /// else one from the listener's shared pool (or a new one). The carrying connection's
+    /// certificate (or the refused one's) becomes the connection's record's.
+    async fn acquire(&self, key: &Key) -> Result<Checkout, ConnError> {
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let upstreams = &self.state.upstreams;
+        let checkout = match first {
+            Some(conn) if key.name == self.name => {
+                upstreams
+                    .start(key, conn, self.first_offered_h2, &self.shared)
+                    .await
             }
-        });
-        Ok(Sender::Http1(sender))
-    }
-
-    async fn release(&self, sender: http1::SendRequest<Body>, name: &str) {
-        let mut pool = self.pool.lock().await;
-        if pool.name == name && pool.http1.len() < MAX_IDLE_HTTP1 {
-            pool.http1.push(sender);
+            _ => {
+                let mut seen = None;
+                let checkout = upstreams
+                    .acquire(key, &self.state.origin, &self.shared, &mut seen)
+                    .await;
+                if checkout.is_err() {
+                    self.set_cert(seen);
+                }
+                checkout
+            }
+        };
+        if let Ok(checkout) = &checkout {
+            self.set_cert(Some(checkout.cert.clone()));
         }
+        checkout
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -385,12 +348,16 @@ impl Bumped {
         if is_upgrade(req.headers()) {
             return self.upgrade(req, ctx, &name).await;
         }
-        let sender = self.acquire(&name).await;
-        ctx.set_upstream_cert(self.cert());
-        let sender = match sender {
-            Ok(sender) => sender,
-            Err(e) => return refuse(ctx, &self.shared, status_for(&e), e),
+        let key = self.key(&name);
+        let Checkout { sender, cert } = match self.acquire(&key).await {
+            Ok(checkout) => checkout,
+            Err(e) => {
+                ctx.set_upstream_cert(self.cert());
+                return refuse(ctx, &self.shared, status_for(&e), e);
+            }
         };
+        // The certificate of the origin connection carrying this very request.
+        ctx.set_upstream_cert(Some(cert.clone()));
         let (mut parts, body) = req.into_parts();
         let path = origin_form(&parts.uri);
         strip_hop_by_hop(&mut parts.headers);
@@ -437,7 +404,7 @@ impl Bumped {
                 let result = sender
                     .send_request(Request::from_parts(parts, body.boxed()))
                     .await;
-                self.release(sender, &name).await;
+                self.state.upstreams.release(&key, sender, cert);
                 result
             }
         };

@@ -10,6 +10,7 @@ pub mod certs;
 mod explicit;
 pub mod origin;
 mod transparent;
+pub mod upstreams;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use tlsgate_policy::{DenyReason, RequestFacts, RequestVerdict, TlsAction};
 
 pub use certs::CertStore;
 pub use origin::OriginTls;
+pub use upstreams::Upstreams;
 
 /// What one interception listener keeps for all its connections.
 pub struct InterceptState {
@@ -41,6 +43,9 @@ pub struct InterceptState {
     pub origin: OriginTls,
     /// Client-facing TLS config (TLS 1.2 + 1.3); each connection sets its leaf and ALPN on a clone.
     pub server_base: Arc<rustls::ServerConfig>,
+    /// Origin connections shared by the listener's bumped connections; this generation's own
+    /// (a reload starts an empty one, and the old one's idle connections close with it).
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl std::fmt::Debug for InterceptState {
@@ -78,6 +83,7 @@ impl InterceptState {
             certs,
             origin,
             server_base: Arc::new(server_base),
+            upstreams: Arc::default(),
         })
     }
 

@@ -1,0 +1,453 @@
+//! Origin connections shared by all bumped client connections of one interception listener (one
+//! pool per config generation: it lives in the generation's [`super::InterceptState`] and closes
+//! its idle connections when that is dropped).
+//!
+//! Two origin connections are interchangeable only when they were opened to the same address and
+//! port, verified for (and sent as SNI) the same name, with the same verification leniency
+//! ([`Key`]); a connection is never handed to a request for another name.
+//! - HTTP/2 origin connections are shared: one live connection per key carries the requests of
+//!   every client connection with that key (replaced when it closes). While it is being opened,
+//!   other clients wanting the same key wait for it (bounded by the connect and handshake
+//!   timeouts) instead of opening their own.
+//! - HTTP/1.1 origin connections are checked out for one request and put back after its response
+//!   ([`Upstreams::release`]), at most [`MAX_IDLE_HTTP1_PER_KEY`] per key and [`MAX_IDLE_HTTP1`] in
+//!   all.
+//! - At most [`MAX_KEYS`] keys; the least recently used one is dropped to make room. Idle
+//!   connections close after [`IDLE_TIMEOUT`] (a sweeper runs every [`SWEEP_EVERY`] while the pool
+//!   exists; it holds only a `Weak`).
+//! - Each pooled connection keeps the facts of its origin's certificate, so a request's flow names
+//!   the certificate of the connection that carried it.
+//!
+//! Dropping the pool's handle to a connection never cuts a request: hyper keeps an origin
+//! connection open while a request or response on it is in flight.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use super::origin::{OriginConn, OriginTls};
+use crate::context::Shared;
+use crate::error::ConnError;
+use crate::flow::UpstreamCert;
+use crate::tls::{ALPN_H2, ALPN_HTTP1};
+use crate::transport::Body;
+use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_STREAM_WINDOW};
+
+/// Keys (address, port, name, leniency) the pool remembers: a bumping listener talks to many
+/// origins, but one client spraying names must not grow the pool without bound. Making room drops
+/// the least recently used key's idle connections (requests in flight on them finish).
+pub const MAX_KEYS: usize = 1024;
+/// Idle HTTP/1.1 origin connections kept per key: the handful of parallel requests a browser makes
+/// to one origin each find a warm connection; beyond that, connections close after their request.
+pub const MAX_IDLE_HTTP1_PER_KEY: usize = 8;
+/// Idle HTTP/1.1 origin connections kept in all (each holds a TLS session and a socket).
+pub const MAX_IDLE_HTTP1: usize = 1024;
+/// How long an origin connection stays open unused: long enough for the next request of a client
+/// that pauses between page loads, and below nginx's 75 s `keepalive_timeout` default, so the pool
+/// usually closes first instead of racing the origin's close with a request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often idle connections are looked for: a connection lives at most this much past
+/// [`IDLE_TIMEOUT`].
+pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+/// What makes two origin connections interchangeable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    /// Where we connect: the CONNECT host or the original destination IP.
+    pub host: String,
+    pub port: u16,
+    /// The name the origin's certificate was verified for, sent as SNI.
+    pub name: String,
+    /// Whether an invalid certificate is accepted for `name` (`danger_accept_invalid_upstream_certs`).
+    pub accepts_invalid: bool,
+}
+
+/// A connection's request handle.
+pub(crate) enum Sender {
+    H2(http2::SendRequest<Body>),
+    Http1(http1::SendRequest<Body>),
+}
+
+/// A request handle with the certificate facts of the origin connection behind it.
+pub(crate) struct Checkout {
+    pub sender: Sender,
+    pub cert: UpstreamCert,
+}
+
+/// The listener's shared origin connections.
+#[derive(Default)]
+pub struct Upstreams {
+    entries: Mutex<HashMap<Key, Entry>>,
+    sweeping: AtomicBool,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("keys", &self.lock().len())
+            .finish()
+    }
+}
+
+struct Entry {
+    h2: Option<(http2::SendRequest<Body>, UpstreamCert)>,
+    http1: Vec<IdleHttp1>,
+    /// The origin answered an offer of h2 with HTTP/1.1: offer only HTTP/1.1 from now on.
+    http1_only: bool,
+    /// Held while a connection that may turn out h2 is being opened, so one is opened, not many.
+    dial: Arc<tokio::sync::Mutex<()>>,
+    last_used: Instant,
+}
+
+struct IdleHttp1 {
+    sender: http1::SendRequest<Body>,
+    cert: UpstreamCert,
+    since: Instant,
+}
+
+impl Entry {
+    fn new(now: Instant) -> Self {
+        Self {
+            h2: None,
+            http1: Vec::new(),
+            http1_only: false,
+            dial: Arc::new(tokio::sync::Mutex::new(())),
+            last_used: now,
+        }
+    }
+
+    /// Someone is opening a connection for this key (holds or waits for `dial`).
+    fn dialing(&self) -> bool {
+        Arc::strong_count(&self.dial) > 1
+    }
+
+    /// A live h2 connection, else a ready idle HTTP/1.1 one (taken out).
+    fn take(&mut self, now: Instant) -> Option<Checkout> {
+        self.last_used = now;
+        if let Some((sender, cert)) = &self.h2 {
+            if !sender.is_closed() {
+                return Some(Checkout {
+                    sender: Sender::H2(sender.clone()),
+                    cert: cert.clone(),
+                });
+            }
+            self.h2 = None;
+        }
+        self.http1.retain(|idle| !idle.sender.is_closed());
+        let i = self.http1.iter().position(|idle| idle.sender.is_ready())?;
+        let idle = self.http1.swap_remove(i);
+        Some(Checkout {
+            sender: Sender::Http1(idle.sender),
+            cert: idle.cert,
+        })
+    }
+
+    /// Drops what has been idle since before `cutoff` or is closed; true when nothing is left.
+    fn sweep(&mut self, cutoff: Instant) -> bool {
+        let h2_idle = self
+            .h2
+            .as_ref()
+            .is_some_and(|(sender, _)| sender.is_closed() || self.last_used < cutoff);
+        if h2_idle {
+            self.h2 = None;
+        }
+        self.http1
+            .retain(|idle| !idle.sender.is_closed() && idle.since >= cutoff);
+        self.h2.is_none() && self.http1.is_empty() && !self.dialing() && self.last_used < cutoff
+    }
+}
+
+impl Upstreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        // Every critical section leaves the map whole (inserts, removes, retains): a panic in one
+        // cannot leave a half-made entry, so the map is still usable.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keys currently remembered.
+    pub fn keys(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Idle HTTP/1.1 connections currently kept (all keys).
+    pub fn idle_http1(&self) -> usize {
+        self.lock().values().map(|e| e.http1.len()).sum()
+    }
+
+    /// A request handle for `key`: the shared h2 connection, an idle HTTP/1.1 one, or a new
+    /// connection (verified by `origin`; `seen` gets the origin's certificate facts as
+    /// [`OriginTls::connect`] gives them).
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        key: &Key,
+        origin: &OriginTls,
+        shared: &Arc<Shared>,
+        seen: &mut Option<UpstreamCert>,
+    ) -> Result<Checkout, ConnError> {
+        self.start_sweeper();
+        let dial = {
+            let mut entries = self.lock();
+            let now = Instant::now();
+            if let Some(found) = entries.get_mut(key).and_then(|e| e.take(now)) {
+                return Ok(found);
+            }
+            let entry = self.entry(&mut entries, key, now);
+            (!entry.http1_only).then(|| entry.dial.clone())
+        };
+        // A connection that may be h2 is opened by one client at a time per key; the others wait
+        // for it (at most as long as opening one may take) and then share it.
+        let wait = shared.timeouts.connect + shared.timeouts.handshake;
+        let _dialing = match dial {
+            Some(dial) => tokio::time::timeout(wait, dial.lock_owned()).await.ok(),
+            None => None,
+        };
+        let http1_only = {
+            let mut entries = self.lock();
+            let now = Instant::now();
+            if let Some(found) = entries.get_mut(key).and_then(|e| e.take(now)) {
+                return Ok(found);
+            }
+            entries.get(key).is_some_and(|e| e.http1_only)
+        };
+        let alpn = if http1_only {
+            vec![ALPN_HTTP1.to_vec()]
+        } else {
+            vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
+        };
+        let conn = origin
+            .connect(
+                shared,
+                &key.host,
+                key.port,
+                &key.name,
+                alpn,
+                key.accepts_invalid,
+                seen,
+            )
+            .await?;
+        self.start(key, conn, !http1_only, shared).await
+    }
+
+    /// Starts HTTP on a fresh origin connection by its negotiated ALPN; an h2 connection becomes
+    /// the key's shared one unless the key already has a live one. `offered_h2`: whether h2 was
+    /// offered (an origin that declines it is then offered only HTTP/1.1).
+    pub(crate) async fn start(
+        &self,
+        key: &Key,
+        conn: OriginConn,
+        offered_h2: bool,
+        shared: &Shared,
+    ) -> Result<Checkout, ConnError> {
+        let cert = conn.cert;
+        let h2 = conn.alpn.as_deref() == Some(ALPN_H2);
+        let io = TokioIo::new(conn.tls);
+        if h2 {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONN_WINDOW)
+                .max_frame_size(H2_MAX_FRAME)
+                .handshake(io)
+                .await
+                .map_err(ConnError::UpstreamHttp)?;
+            spawn_connection(shared, async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("origin h2 connection ended: {e}");
+                }
+            });
+            let mut entries = self.lock();
+            let entry = self.entry(&mut entries, key, Instant::now());
+            if entry.h2.as_ref().is_none_or(|(s, _)| s.is_closed()) {
+                entry.h2 = Some((sender.clone(), cert.clone()));
+            }
+            return Ok(Checkout {
+                sender: Sender::H2(sender),
+                cert,
+            });
+        }
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(ConnError::UpstreamHttp)?;
+        spawn_connection(shared, async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!("origin http/1.1 connection ended: {e}");
+            }
+        });
+        if offered_h2 {
+            let mut entries = self.lock();
+            self.entry(&mut entries, key, Instant::now()).http1_only = true;
+        }
+        Ok(Checkout {
+            sender: Sender::Http1(sender),
+            cert,
+        })
+    }
+
+    /// Puts an HTTP/1.1 connection back after its response, if it is open and there is room.
+    pub(crate) fn release(&self, key: &Key, sender: http1::SendRequest<Body>, cert: UpstreamCert) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut entries = self.lock();
+        let idle: usize = entries.values().map(|e| e.http1.len()).sum();
+        if idle >= MAX_IDLE_HTTP1 {
+            return;
+        }
+        let now = Instant::now();
+        let entry = self.entry(&mut entries, key, now);
+        if entry.http1.len() < MAX_IDLE_HTTP1_PER_KEY {
+            entry.http1.push(IdleHttp1 {
+                sender,
+                cert,
+                since: now,
+            });
+        }
+    }
+
+    /// The entry for `key`, made (room made first) when missing.
+    fn entry<'a>(
+        &self,
+        entries: &'a mut HashMap<Key, Entry>,
+        key: &Key,
+        now: Instant,
+    ) -> &'a mut Entry {
+        if !entries.contains_key(key) && entries.len() >= MAX_KEYS {
+            evict_one(entries);
+        }
+        entries
+            .entry(key.clone())
+            .or_insert_with(|| Entry::new(now))
+    }
+
+    /// Closes idle connections and forgets keys with nothing left.
+    fn sweep(&self) {
+        let Some(cutoff) = Instant::now().checked_sub(IDLE_TIMEOUT) else {
+            return;
+        };
+        self.lock().retain(|_, entry| !entry.sweep(cutoff));
+    }
+
+    /// Starts the sweeper once (on first use: the pool may be built outside a runtime).
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(sweeper(pool));
+    }
+}
+
+/// Drops the least recently used key, preferring one nobody is opening a connection for.
+fn evict_one(entries: &mut HashMap<Key, Entry>) {
+    let victim = entries
+        .iter()
+        .min_by_key(|(_, e)| (e.dialing(), e.last_used))
+        .map(|(k, _)| k.clone());
+    if let Some(victim) = victim {
+        entries.remove(&victim);
+    }
+}
+
+/// Sweeps every [`SWEEP_EVERY`] until the pool is gone.
+async fn sweeper(pool: Weak<Upstreams>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        pool.sweep();
+    }
+}
+
+/// Runs an origin connection's task. Not under the admission of the client connection that opened
+/// it (a pooled connection outlives that client and serves others: it must not hold the client's
+/// listener and per-source slots), and not on the gateway's task tracker (an idle pooled
+/// connection must not hold up a graceful shutdown; a request in flight is held by its client
+/// connection's task, which is tracked). The grace period's end stops them all, as it stops the
+/// forward proxy's pooled connections.
+fn spawn_connection<F>(shared: &Shared, task: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let force = shared.force.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = force.cancelled() => {}
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> Key {
+        Key {
+            host: "127.0.0.1".into(),
+            port: 443,
+            name: name.into(),
+            accepts_invalid: false,
+        }
+    }
+
+    #[test]
+    fn keys_differing_only_in_name_or_leniency_are_distinct() {
+        let lenient = Key {
+            accepts_invalid: true,
+            ..key("a.example")
+        };
+        assert_ne!(key("a.example"), key("b.example"));
+        assert_ne!(key("a.example"), lenient);
+        assert_eq!(key("a.example"), key("a.example"));
+    }
+
+    #[test]
+    fn making_room_drops_the_least_recently_used_key_but_not_one_being_dialled() {
+        let pool = Upstreams::default();
+        let mut entries = pool.lock();
+        let start = Instant::now();
+        for i in 0..MAX_KEYS {
+            let at = start + Duration::from_millis(i as u64);
+            pool.entry(&mut entries, &key(&format!("n{i}.example")), at);
+        }
+        // The oldest key has a dial in progress: the next oldest goes instead.
+        let dialing = entries[&key("n0.example")].dial.clone();
+        let later = start + Duration::from_secs(10);
+        pool.entry(&mut entries, &key("new.example"), later);
+        assert_eq!(entries.len(), MAX_KEYS);
+        assert!(entries.contains_key(&key("n0.example")));
+        assert!(!entries.contains_key(&key("n1.example")));
+        assert!(entries.contains_key(&key("new.example")));
+        drop(dialing);
+        pool.entry(&mut entries, &key("newer.example"), later);
+        assert_eq!(entries.len(), MAX_KEYS);
+        assert!(!entries.contains_key(&key("n0.example")));
+    }
+
+    #[test]
+    fn sweeping_forgets_keys_unused_for_the_idle_timeout() {
+        let pool = Upstreams::default();
+        let now = Instant::now();
+        {
+            let mut entries = pool.lock();
+            let old = now
+                .checked_sub(IDLE_TIMEOUT + Duration::from_secs(1))
+                .unwrap();
+            pool.entry(&mut entries, &key("old.example"), old);
+            pool.entry(&mut entries, &key("fresh.example"), now);
+        }
+        pool.sweep();
+        let entries = pool.lock();
+        assert!(!entries.contains_key(&key("old.example")));
+        assert!(entries.contains_key(&key("fresh.example")));
+    }
+}
