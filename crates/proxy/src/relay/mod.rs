@@ -34,8 +34,10 @@ pub async fn serve(
     tunnels: Arc<TunnelLimit>,
 ) {
     let acceptor = TlsAcceptor::from(relay.tls.clone());
+    // Boxed: the TLS session (about 1 KiB) then moves by pointer through the layers below
+    // instead of being copied into each one's future, which an idle tunnel would hold for its life.
     let tls = match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => {
             let ctx = ConnCtx::new(listener, Role::Relay, Mode::Splice, client);
             ctx.finish(
@@ -70,12 +72,14 @@ pub async fn serve(
         admission.clone(),
     );
     let conn = ConnCtx::new(listener.clone(), Role::Relay, Mode::Splice, client);
+    // The HTTP servers are boxed so that a raw tunnel, the common per-connection case, does not
+    // carry their (larger) state in its future.
     match alpn.as_deref() {
         Some(crate::tls::ALPN_H2) => {
             let _h2 = shared.flows.metrics().relay_h2_conn();
-            serve_h2(tls, service, &shared, conn).await;
+            Box::pin(serve_h2(tls, service, &shared, conn)).await;
         }
-        Some(_) => serve_http1(tls, service, &shared, conn).await,
+        Some(_) => Box::pin(serve_http1(tls, service, &shared, conn)).await,
         None => {
             raw::serve(
                 tls,

@@ -35,7 +35,8 @@ pub async fn serve<S>(
         Ok(hello) => hello,
         Err(ConnError::ClientNotTls) => {
             let io = Prefixed::new(prefix.freeze(), io);
-            return crate::http_server::serve_http1(io, service, &shared, ctx).await;
+            // Boxed: a rare path, whose HTTP/1.1 server state every tunnel would otherwise carry.
+            return Box::pin(crate::http_server::serve_http1(io, service, &shared, ctx)).await;
         }
         Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
     };
