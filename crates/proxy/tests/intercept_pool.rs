@@ -48,6 +48,16 @@ impl CountingOrigin {
 }
 
 async fn spawn_counting_origin(leaves: &[(&str, &Leaf)], alpn: &[&[u8]]) -> CountingOrigin {
+    spawn_counting_origin_with(leaves, alpn, false).await
+}
+
+/// [`spawn_counting_origin`]; with `goaway`, each h2 connection says GOAWAY (graceful shutdown)
+/// once it has answered its first request, as nginx does after `keepalive_requests`.
+async fn spawn_counting_origin_with(
+    leaves: &[(&str, &Leaf)],
+    alpn: &[&[u8]],
+    goaway: bool,
+) -> CountingOrigin {
     let provider = tlsgate_testkit::crypto_provider();
     let mut by_sni = rustls::server::ResolvesServerCertUsingSni::new();
     for (name, leaf) in leaves {
@@ -81,8 +91,11 @@ async fn spawn_counting_origin(leaves: &[(&str, &Leaf)], alpn: &[&[u8]]) -> Coun
                 let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
                 let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let answered = Arc::new(tokio::sync::Notify::new());
+                let answering = answered.clone();
                 let service = service_fn(move |req: hyper::Request<Incoming>| {
                     let body = format!("conn={n} sni={sni} proto={:?}\n", req.version());
+                    answering.notify_one();
                     async move {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
                             Bytes::from(body),
@@ -91,9 +104,16 @@ async fn spawn_counting_origin(leaves: &[(&str, &Leaf)], alpn: &[&[u8]]) -> Coun
                 });
                 let io = TokioIo::new(tls);
                 if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, service)
-                        .await;
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service);
+                    tokio::pin!(conn);
+                    if goaway {
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            () = answered.notified() => conn.as_mut().graceful_shutdown(),
+                        }
+                    }
+                    let _ = tokio::time::timeout(WAIT, conn).await;
                 } else {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, service)
@@ -241,6 +261,11 @@ async fn get(client: &mut Client, authority: &str, path: &str) -> String {
     };
     let response = match client {
         Client::Http1(sender) => {
+            // Ready again once the previous response has been read to its end.
+            tokio::time::timeout(WAIT, sender.ready())
+                .await
+                .expect("the client connection ready within the bound")
+                .expect("the client connection open");
             tokio::time::timeout(WAIT, sender.send_request(request(path.to_owned()))).await
         }
         Client::H2(sender) => {
@@ -252,7 +277,7 @@ async fn get(client: &mut Client, authority: &str, path: &str) -> String {
     };
     let response = response
         .expect("a response within the bound")
-        .expect("a response");
+        .unwrap_or_else(|e| panic!("a response: {e:?}"));
     assert_eq!(response.status(), 200);
     let body = tokio::time::timeout(WAIT, response.into_body().collect())
         .await
@@ -431,4 +456,41 @@ async fn another_sni_on_the_same_address_gets_its_own_origin_connection_and_cert
     ];
     assert_eq!(names(&requests), expected);
     assert_eq!(names(&connections), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_h2_origin_connection_going_away_is_replaced_without_failing_requests() {
+    let public = TestCa::new("public test CA");
+    let leaf = public.issue(&["away.example.test"]);
+    let origin = spawn_counting_origin_with(&[("away.example.test", &leaf)], &[b"h2"], true).await;
+    let proxy = start_proxy(public.cert_der()).await;
+    let (port, name) = (origin.addr.port(), "away.example.test");
+    // Each origin connection answers one request, then says GOAWAY: every next request, on the
+    // same client connection or another one, gets a 200 from a new origin connection.
+    let (mut kept, _kept) = client(&proxy, name, port, name, true).await;
+    let authority = format!("{name}:{port}");
+    let mut conns = Vec::new();
+    for i in 0..6 {
+        let body = if i % 2 == 0 {
+            get(&mut kept, &authority, "/").await
+        } else {
+            fetch_once(&proxy, name, port, name, false).await
+        };
+        conns.push(conn_of(&body).to_owned());
+        // The origin's GOAWAY reaches the proxy before the next request, or races with it.
+        if i < 4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // After a pause the GOAWAY has arrived: a new connection. Without one it may race the next
+    // request, which the origin then still answers on the old connection (hyper's graceful
+    // shutdown accepts streams until its final GOAWAY) or refuses unprocessed (sent again).
+    assert_eq!(
+        conns[..4],
+        ["conn=1", "conn=2", "conn=3", "conn=4"],
+        "{conns:?}"
+    );
+    let numbers: Vec<usize> = conns.iter().map(|c| c[5..].parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{conns:?}");
+    assert_eq!(origin.handshakes(), numbers[5], "{conns:?}");
 }

@@ -349,63 +349,49 @@ impl Bumped {
             return self.upgrade(req, ctx, &name).await;
         }
         let key = self.key(&name);
-        let Checkout { sender, cert } = match self.acquire(&key).await {
-            Ok(checkout) => checkout,
-            Err(e) => {
-                ctx.set_upstream_cert(self.cert());
-                return refuse(ctx, &self.shared, status_for(&e), e);
-            }
-        };
-        // The certificate of the origin connection carrying this very request.
-        ctx.set_upstream_cert(Some(cert.clone()));
         let (mut parts, body) = req.into_parts();
         let path = origin_form(&parts.uri);
         strip_hop_by_hop(&mut parts.headers);
-        let result = match sender {
-            Sender::H2(mut sender) => {
-                parts.uri = match Uri::builder()
-                    .scheme("https")
-                    .authority(authority.as_str())
-                    .path_and_query(path)
-                    .build()
-                {
-                    Ok(uri) => uri,
-                    Err(_) => {
-                        return refuse(
-                            ctx,
-                            &self.shared,
-                            StatusCode::BAD_REQUEST,
-                            ConnError::ClientNoHost,
-                        );
-                    }
-                };
-                parts.version = Version::HTTP_2;
-                parts.headers.remove(header::HOST);
-                sender
-                    .send_request(Request::from_parts(parts, body.boxed()))
-                    .await
-            }
-            Sender::Http1(mut sender) => {
-                parts.uri = match Uri::try_from(path) {
-                    Ok(uri) => uri,
-                    Err(_) => {
-                        return refuse(
-                            ctx,
-                            &self.shared,
-                            StatusCode::BAD_REQUEST,
-                            ConnError::ClientNoHost,
-                        );
-                    }
-                };
-                parts.version = Version::HTTP_11;
-                if let Ok(value) = HeaderValue::from_str(&authority) {
-                    parts.headers.insert(header::HOST, value);
+        let mut request = Request::from_parts(parts, body.boxed());
+        let mut retried = false;
+        let result = loop {
+            let Checkout { sender, cert, id } = match self.acquire(&key).await {
+                Ok(checkout) => checkout,
+                Err(e) => {
+                    ctx.set_upstream_cert(self.cert());
+                    return refuse(ctx, &self.shared, status_for(&e), e);
                 }
-                let result = sender
-                    .send_request(Request::from_parts(parts, body.boxed()))
-                    .await;
-                self.state.upstreams.release(&key, sender, cert);
-                result
+            };
+            // The certificate of the origin connection carrying this very request.
+            ctx.set_upstream_cert(Some(cert.clone()));
+            let shaped = match &sender {
+                Sender::H2(_) => to_h2(request, &authority, &path),
+                Sender::Http1(_) => to_http1(request, &authority, &path),
+            };
+            let Some(shaped) = shaped else {
+                let e = ConnError::ClientNoHost;
+                return refuse(ctx, &self.shared, StatusCode::BAD_REQUEST, e);
+            };
+            let sent = match sender {
+                Sender::H2(mut sender) => sender.try_send_request(shaped).await,
+                Sender::Http1(mut sender) => {
+                    let sent = sender.try_send_request(shaped).await;
+                    self.state.upstreams.release(&key, sender, cert);
+                    sent
+                }
+            };
+            match sent {
+                Ok(response) => break Ok(response),
+                // Not written at all: the pooled connection was closing (the origin's keep-alive
+                // close, or its GOAWAY, raced with the request). Once more, on another connection.
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        tracing::debug!("origin connection closed before the request; sent again");
+                        self.state.upstreams.forget(&key, id);
+                        (request, retried) = (unsent, true);
+                    }
+                    _ => break Err(e.into_error()),
+                },
             }
         };
         match result {
@@ -532,6 +518,31 @@ impl Bumped {
         let (parts, body) = response.into_parts();
         Response::from_parts(parts, body.boxed())
     }
+}
+
+/// `request` in HTTP/2 form for the origin: absolute URI with `authority`, no Host header.
+fn to_h2(request: Request<Body>, authority: &str, path: &str) -> Option<Request<Body>> {
+    let (mut parts, body) = request.into_parts();
+    parts.uri = Uri::builder()
+        .scheme("https")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .ok()?;
+    parts.version = Version::HTTP_2;
+    parts.headers.remove(header::HOST);
+    Some(Request::from_parts(parts, body))
+}
+
+/// `request` in HTTP/1.1 form for the origin: origin-form target, Host set to `authority`.
+fn to_http1(request: Request<Body>, authority: &str, path: &str) -> Option<Request<Body>> {
+    let (mut parts, body) = request.into_parts();
+    parts.uri = Uri::try_from(path).ok()?;
+    parts.version = Version::HTTP_11;
+    if let Ok(value) = HeaderValue::from_str(authority) {
+        parts.headers.insert(header::HOST, value);
+    }
+    Some(Request::from_parts(parts, body))
 }
 
 impl hyper::service::Service<Request<Incoming>> for BumpService {

@@ -22,7 +22,7 @@
 //! connection open while a request or response on it is in flight.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ pub(crate) enum Sender {
 pub(crate) struct Checkout {
     pub sender: Sender,
     pub cert: UpstreamCert,
+    /// Names a shared h2 connection for [`Upstreams::forget`]; 0 for HTTP/1.1.
+    pub id: u64,
 }
 
 /// The listener's shared origin connections.
@@ -84,6 +86,8 @@ pub(crate) struct Checkout {
 pub struct Upstreams {
     entries: Mutex<HashMap<Key, Entry>>,
     sweeping: AtomicBool,
+    /// Numbers h2 connections from 1.
+    next_id: AtomicU64,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -95,7 +99,8 @@ impl std::fmt::Debug for Upstreams {
 }
 
 struct Entry {
-    h2: Option<(http2::SendRequest<Body>, UpstreamCert)>,
+    /// The shared h2 connection, its certificate facts and its number.
+    h2: Option<(http2::SendRequest<Body>, UpstreamCert, u64)>,
     http1: Vec<IdleHttp1>,
     /// The origin answered an offer of h2 with HTTP/1.1: offer only HTTP/1.1 from now on.
     http1_only: bool,
@@ -129,11 +134,12 @@ impl Entry {
     /// A live h2 connection, else a ready idle HTTP/1.1 one (taken out).
     fn take(&mut self, now: Instant) -> Option<Checkout> {
         self.last_used = now;
-        if let Some((sender, cert)) = &self.h2 {
+        if let Some((sender, cert, id)) = &self.h2 {
             if !sender.is_closed() {
                 return Some(Checkout {
                     sender: Sender::H2(sender.clone()),
                     cert: cert.clone(),
+                    id: *id,
                 });
             }
             self.h2 = None;
@@ -144,6 +150,7 @@ impl Entry {
         Some(Checkout {
             sender: Sender::Http1(idle.sender),
             cert: idle.cert,
+            id: 0,
         })
     }
 
@@ -152,7 +159,7 @@ impl Entry {
         let h2_idle = self
             .h2
             .as_ref()
-            .is_some_and(|(sender, _)| sender.is_closed() || self.last_used < cutoff);
+            .is_some_and(|(sender, ..)| sender.is_closed() || self.last_used < cutoff);
         if h2_idle {
             self.h2 = None;
         }
@@ -260,14 +267,16 @@ impl Upstreams {
                     tracing::debug!("origin h2 connection ended: {e}");
                 }
             });
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
             let mut entries = self.lock();
             let entry = self.entry(&mut entries, key, Instant::now());
-            if entry.h2.as_ref().is_none_or(|(s, _)| s.is_closed()) {
-                entry.h2 = Some((sender.clone(), cert.clone()));
+            if entry.h2.as_ref().is_none_or(|(s, ..)| s.is_closed()) {
+                entry.h2 = Some((sender.clone(), cert.clone(), id));
             }
             return Ok(Checkout {
                 sender: Sender::H2(sender),
                 cert,
+                id,
             });
         }
         let (sender, connection) = http1::handshake(io)
@@ -285,7 +294,18 @@ impl Upstreams {
         Ok(Checkout {
             sender: Sender::Http1(sender),
             cert,
+            id: 0,
         })
+    }
+
+    /// Stops sharing h2 connection `id` of `key` (it refused a request: it is going away).
+    pub(crate) fn forget(&self, key: &Key, id: u64) {
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(key)
+            && entry.h2.as_ref().is_some_and(|(.., shared)| *shared == id)
+        {
+            entry.h2 = None;
+        }
     }
 
     /// Puts an HTTP/1.1 connection back after its response, if it is open and there is room.
