@@ -67,25 +67,9 @@ async fn start_interceptor(origin_root: CertificateDer<'static>, options: Option
         .iter()
         .map(|p| FqdnPattern::parse(p).unwrap())
         .collect();
-    let mut config = config(vec![Listener {
-        name: "proxy".into(),
-        listen: any_port(),
-        kind: ListenerKind::Intercept(listener),
-    }]);
-    config.dns_server = Some(spawn_dns_loopback().await);
-    let gateway = tlsgate_proxy::Gateway::bind(config).await.unwrap();
-    let state = gateway.intercept_state("proxy").unwrap();
-    let addrs = gateway.local_addrs();
-    let flows = gateway.subscribe();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(gateway.run(stop.clone()));
+    let (running, state) = start_intercept_listener(listener).await;
     Interceptor {
-        running: Running {
-            addrs,
-            flows,
-            stop,
-            task,
-        },
+        running,
         state,
         dir,
         ca_pem,

@@ -148,25 +148,9 @@ async fn start_proxy(origin_root: CertificateDer<'static>) -> Proxy {
         Vec::new(),
         None,
     );
-    let mut config = config(vec![Listener {
-        name: "proxy".into(),
-        listen: any_port(),
-        kind: ListenerKind::Intercept(listener),
-    }]);
-    config.dns_server = Some(spawn_dns_loopback().await);
-    let gateway = tlsgate_proxy::Gateway::bind(config).await.unwrap();
-    let state = gateway.intercept_state("proxy").unwrap();
-    let addrs = gateway.local_addrs();
-    let flows = gateway.subscribe();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(gateway.run(stop.clone()));
+    let (running, state) = start_intercept_listener(listener).await;
     Proxy {
-        running: Running {
-            addrs,
-            flows,
-            stop,
-            task,
-        },
+        running,
         state,
         ca: ca_der,
         _dir: dir,

@@ -384,6 +384,34 @@ pub fn explicit_interceptor(
     }
 }
 
+/// Runs `listener` as the gateway's only listener, named "proxy", with a DNS server answering
+/// loopback; returns the running gateway and the listener's interception state.
+pub async fn start_intercept_listener(
+    listener: tlsgate_proxy::config::InterceptListener,
+) -> (Running, Arc<tlsgate_proxy::intercept::InterceptState>) {
+    let mut config = config(vec![Listener {
+        name: "proxy".into(),
+        listen: any_port(),
+        kind: ListenerKind::Intercept(listener),
+    }]);
+    config.dns_server = Some(spawn_dns_loopback().await);
+    let gateway = Gateway::bind(config).await.expect("bind");
+    let state = gateway
+        .intercept_state("proxy")
+        .expect("the listener's state");
+    let addrs = gateway.local_addrs();
+    let flows = gateway.subscribe();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(gateway.run(stop.clone()));
+    let running = Running {
+        addrs,
+        flows,
+        stop,
+        task,
+    };
+    (running, state)
+}
+
 /// The first certificate in curl's `-w '%{certs}'` output, as DER.
 pub fn first_cert_der(curl_stdout: &str) -> Vec<u8> {
     let pem = curl_stdout
