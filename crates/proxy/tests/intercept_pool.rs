@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::{CertificateDer, ServerName};
-use tlsgate_proxy::config::{CertStrategy, Listener, ListenerKind};
+use tlsgate_proxy::config::CertStrategy;
 use tlsgate_proxy::flow::FlowRecord;
 use tlsgate_proxy::intercept::InterceptState;
 use tlsgate_testkit::{Leaf, TestCa};
