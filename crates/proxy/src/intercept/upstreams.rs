@@ -207,10 +207,19 @@ impl Upstreams {
             (!entry.http1_only).then(|| entry.dial.clone())
         };
         // A connection that may be h2 is opened by one client at a time per key; the others wait
-        // for it (at most as long as opening one may take) and then share it.
+        // for that attempt (at most as long as opening one may take) and then share its
+        // connection. When it brought none (the origin failed, or chose HTTP/1.1 and the
+        // connection is busy), the waiters open theirs side by side, not one after another: a
+        // failing origin then costs each request at most two attempts' time, however many wait.
         let wait = shared.timeouts.connect + shared.timeouts.handshake;
         let _dialing = match dial {
-            Some(dial) => tokio::time::timeout(wait, dial.lock_owned()).await.ok(),
+            Some(dial) => match dial.clone().try_lock_owned() {
+                Ok(first) => Some(first),
+                Err(_) => {
+                    let _ = tokio::time::timeout(wait, dial.lock()).await;
+                    None
+                }
+            },
             None => None,
         };
         let http1_only = {
