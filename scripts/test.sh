@@ -3,10 +3,9 @@
 #
 # The end-to-end tests (crates/tlsgate/tests/e2e) build network namespaces, an iptables
 # firewall and an nginx origin, so they need root and Debian's nginx, iproute2, iptables,
-# curl, openssl and procps, the metrics test checks /metrics with promtool (Debian's
-# prometheus package), and building the binary's allocator (jemalloc) needs make. Run as root,
-# this script installs whichever of those is missing (without letting nginx start as a system
-# service). Without root the e2e tests fail with a
+# curl, openssl and procps, and the metrics test checks /metrics with promtool (Debian's
+# prometheus package). Run as root, this script installs whichever of those is missing
+# (without letting nginx start as a system service). Without root the e2e tests fail with a
 # clear message unless TLSGATE_SKIP_E2E=1 is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +24,6 @@ declare -A tools=(
   [openssl]=openssl
   [sysctl]=procps
   [promtool]=prometheus
-  [make]=make
 )
 missing=()
 for tool in "${!tools[@]}"; do
