@@ -84,6 +84,23 @@ impl Shared {
     }
 }
 
+/// Spawns a pooled upstream connection's task: not tracked for draining and not under any client's
+/// admission (it outlives the request that opened it and serves others), stopped when `force`
+/// (the end of the grace period) fires. Used by the relay's forward pool and the interceptor's
+/// origin pool.
+pub fn spawn_pooled<F>(force: &CancellationToken, task: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let force = force.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = force.cancelled() => {}
+        }
+    });
+}
+
 /// What an accepted connection holds while it is served (listener and per-source slots, the
 /// active-connection gauge); released when the last holder drops it.
 pub type Admitted = Arc<dyn std::any::Any + Send + Sync>;

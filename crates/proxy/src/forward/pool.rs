@@ -260,13 +260,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, task: F) {
-        let force = self.force.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = task => {}
-                () = force.cancelled() => {}
-            }
-        });
+        crate::context::spawn_pooled(&self.force, task);
     }
 }
 

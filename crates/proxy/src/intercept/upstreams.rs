@@ -406,13 +406,7 @@ fn spawn_connection<F>(shared: &Shared, task: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let force = shared.force.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = task => {}
-            () = force.cancelled() => {}
-        }
-    });
+    crate::context::spawn_pooled(&shared.force, task);
 }
 
 #[cfg(test)]
