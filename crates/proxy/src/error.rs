@@ -112,6 +112,9 @@ pub enum ConnError {
     RelayRefused(u16),
     #[error("HTTP exchange with the relay failed: {0}")]
     RelayHttp(#[source] hyper::Error),
+    /// The same failure on the edge's HTTP/2 connections to the relay (the `h2` crate's error).
+    #[error("HTTP/2 exchange with the relay failed: {0}")]
+    RelayH2(#[source] h2::Error),
     #[error("HTTP exchange with the upstream failed: {0}")]
     UpstreamHttp(#[source] hyper::Error),
     /// An exchange on a pooled upstream connection failed (`forward::pool`): same label as
@@ -188,7 +191,7 @@ impl ConnError {
             Self::UpstreamIo(_) => "upstream_io",
             Self::RelayUnavailable(_) => "relay_unavailable",
             Self::RelayRefused(_) => "relay_refused",
-            Self::RelayHttp(_) => "relay_http_error",
+            Self::RelayHttp(_) | Self::RelayH2(_) => "relay_http_error",
             Self::UpstreamHttp(_) | Self::UpstreamExchange(_) => "upstream_http_error",
             Self::UpstreamBadResponse => "upstream_bad_response",
         }

@@ -8,7 +8,6 @@ pub mod pool;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::context::Shared;
@@ -29,7 +28,7 @@ pub async fn pooled(
     let (mut parts, body) = req.into_parts();
     parts.uri = pool::upstream_uri(host, port, &origin_form(&parts.uri))?;
     rewrite_head(&mut parts, authority)?;
-    let request = Request::from_parts(parts, body.boxed());
+    let request = Request::from_parts(parts, crate::transport::boxed(body));
     let response = shared.upstream_pool.send(shared, request).await?;
     Ok(streamed(response))
 }
@@ -46,5 +45,5 @@ fn rewrite_head(parts: &mut Parts, authority: &str) -> Result<(), ConnError> {
 fn streamed(response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, crate::transport::boxed(body))
 }

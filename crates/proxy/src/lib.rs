@@ -12,6 +12,7 @@ pub mod edge;
 pub mod error;
 pub mod flow;
 pub mod forward;
+pub mod h2io;
 pub mod http_server;
 pub mod http_util;
 pub mod intercept;

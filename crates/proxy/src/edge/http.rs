@@ -105,13 +105,13 @@ async fn forward(
     parts.version = Version::HTTP_2;
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    let request = Request::from_parts(parts, body.boxed());
+    let request = Request::from_parts(parts, crate::transport::boxed(body));
     let (endpoint, response) = relay.send(request).await?;
     ctx.upstream = Some(endpoint.to_string());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Largest upgrade response head read back from the tunnel.

@@ -352,7 +352,7 @@ impl Bumped {
         let (mut parts, body) = req.into_parts();
         let path = origin_form(&parts.uri);
         strip_hop_by_hop(&mut parts.headers);
-        let mut request = Request::from_parts(parts, body.boxed());
+        let mut request = Request::from_parts(parts, crate::transport::boxed(body));
         let mut retried = false;
         let result = loop {
             let Checkout { sender, cert, id } = match self.acquire(&key).await {
@@ -400,7 +400,7 @@ impl Bumped {
                 strip_hop_by_hop(&mut parts.headers);
                 ctx.status = Some(parts.status.as_u16());
                 ctx.finish(&self.shared, Moved::default(), &Ok(()));
-                Response::from_parts(parts, body.boxed())
+                Response::from_parts(parts, crate::transport::boxed(body))
             }
             Err(e) => {
                 let e = ConnError::UpstreamHttp(e);
@@ -475,7 +475,7 @@ impl Bumped {
             parts.headers.insert(header::HOST, value);
         }
         let mut response = match sender
-            .send_request(Request::from_parts(parts, body.boxed()))
+            .send_request(Request::from_parts(parts, crate::transport::boxed(body)))
             .await
         {
             Ok(response) => response,
@@ -516,7 +516,7 @@ impl Bumped {
         }
         ctx.finish(&self.shared, Moved::default(), &Ok(()));
         let (parts, body) = response.into_parts();
-        Response::from_parts(parts, body.boxed())
+        Response::from_parts(parts, crate::transport::boxed(body))
     }
 }
 

@@ -10,11 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http2::SendRequest;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use h2::client::SendRequest;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,9 +21,10 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::endpoints::{EjectReason, Endpoints, HEDGE_AFTER};
-use super::{Body, tls};
+use super::{Body, boxed, tls};
 use crate::config::{RelayUpstream, Timeouts};
 use crate::error::ConnError;
+use crate::h2io::{H2Io, RecvBody, send_body};
 
 /// Per-stream receive window: large enough that one tunnel can fill a fast link (the 64 KiB protocol
 /// default caps a stream at 64 KiB per round trip).
@@ -37,6 +36,9 @@ pub const H2_MAX_FRAME: u32 = 64 * 1024;
 /// Ping interval that detects a relay that vanished without closing the connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes h2 may hold queued per stream beyond its window (hyper's default): a bound on what one
+/// stream's writer can park in memory.
+const H2_MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// Least time between two connection attempts of one slot, whatever wakes it (a relay closing
 /// connections gracefully, tunnels waiting while every endpoint is ejected).
 const MIN_RECONNECT_SPACING: Duration = Duration::from_millis(100);
@@ -62,7 +64,7 @@ struct Slot {
     stop: CancellationToken,
     /// Wakes a slot waiting out its endpoint's backoff (used when every endpoint is ejected).
     kick: Notify,
-    state: watch::Sender<Option<SendRequest<Body>>>,
+    state: watch::Sender<Option<SendRequest<Bytes>>>,
     changes: Arc<watch::Sender<u64>>,
     last_error: Mutex<String>,
 }
@@ -95,10 +97,7 @@ impl Pool {
     /// died) is retried on the next one; a CONNECT has no body, so a retry is always safe. When an
     /// endpoint has not answered after [`HEDGE_AFTER`], the next endpoint with a connection up is
     /// asked alongside; the first answer wins and an endpoint outpaced that way is ejected.
-    pub async fn connect_stream(
-        &self,
-        authority: &str,
-    ) -> Result<(SocketAddr, TokioIo<Upgraded>), ConnError> {
+    pub async fn connect_stream(&self, authority: &str) -> Result<(SocketAddr, H2Io), ConnError> {
         let mut tried = Vec::new();
         let mut pending: Vec<SocketAddr> = Vec::new();
         let mut running = FuturesUnordered::new();
@@ -113,16 +112,13 @@ impl Pool {
                 Some((addr, asked)) = running.next() => {
                     pending.retain(|a| *a != addr);
                     match asked {
-                        Ok(response) => {
+                        Ok((status, stream)) => {
                             self.endpoints.succeeded(addr);
                             tls::outpaced(&self.endpoints, &pending, addr);
-                            if response.status() != StatusCode::OK {
-                                return Err(ConnError::RelayRefused(response.status().as_u16()));
+                            if status != StatusCode::OK {
+                                return Err(ConnError::RelayRefused(status.as_u16()));
                             }
-                            let upgraded = hyper::upgrade::on(response)
-                                .await
-                                .map_err(ConnError::RelayHttp)?;
-                            return Ok((addr, TokioIo::new(upgraded)));
+                            return Ok((addr, stream));
                         }
                         Err(error) => {
                             self.endpoints.failed(addr, EjectReason::H2ConnectionError, &error);
@@ -156,33 +152,31 @@ impl Pool {
     async fn ask(
         &self,
         addr: SocketAddr,
-        mut sender: SendRequest<Body>,
+        sender: SendRequest<Bytes>,
         authority: &str,
-    ) -> (
-        SocketAddr,
-        Result<http::Response<hyper::body::Incoming>, ConnError>,
-    ) {
-        let request = Request::builder()
+    ) -> (SocketAddr, Result<(StatusCode, H2Io), ConnError>) {
+        let Ok(request) = Request::builder()
             .method(Method::CONNECT)
             .uri(authority)
-            .body(
-                Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
-            );
-        let Ok(request) = request else {
+            .body(())
+        else {
             return (
                 addr,
                 Err(ConnError::RelayRefused(StatusCode::BAD_REQUEST.as_u16())),
             );
         };
         let bound = self.timeouts.connect + self.timeouts.handshake;
-        let answer = match tokio::time::timeout(bound, sender.try_send_request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(mut e)) => {
-                let _ = e.take_message();
-                Err(ConnError::RelayHttp(e.into_error()))
-            }
+        let asking = async {
+            let mut sender = sender.ready().await.map_err(ConnError::RelayH2)?;
+            let (response, send) = sender
+                .send_request(request, false)
+                .map_err(ConnError::RelayH2)?;
+            let response = response.await.map_err(ConnError::RelayH2)?;
+            let status = response.status();
+            Ok((status, H2Io::new(send, response.into_body())))
+        };
+        let answer = match tokio::time::timeout(bound, asking).await {
+            Ok(answer) => answer,
             Err(_) => Err(ConnError::RelayUnavailable(format!(
                 "no answer to CONNECT from {addr} within {bound:?}"
             ))),
@@ -190,35 +184,57 @@ impl Pool {
         (addr, answer)
     }
 
-    /// Sends a forwarded request on a pooled connection. A request that never left (its
-    /// connection had died) is retried on the next endpoint; one that was sent is not (its body
-    /// may be half consumed).
+    /// Sends a forwarded request on a pooled connection; its body streams to the relay alongside.
+    /// A request that never left (its connection had died) is retried on the next endpoint; one
+    /// that was sent is not (its body may be half consumed).
     pub async fn send(
         &self,
         request: Request<Body>,
-    ) -> Result<(SocketAddr, http::Response<hyper::body::Incoming>), ConnError> {
+    ) -> Result<(SocketAddr, Response<Body>), ConnError> {
         let mut tried = Vec::new();
-        let mut request = request;
+        let (parts, body) = request.into_parts();
+        let end = body.is_end_stream();
         loop {
-            let (addr, mut sender) = self.ready_sender(&tried).await?;
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.endpoints.succeeded(addr);
-                    return Ok((addr, response));
-                }
-                Err(mut e) => {
-                    let unsent = e.take_message();
-                    let error = ConnError::RelayHttp(e.into_error());
+            let (addr, sender) = self.ready_sender(&tried).await?;
+            let head = head_of(&parts);
+            let sent = match sender.ready().await {
+                Ok(mut sender) => sender.send_request(head, end),
+                Err(e) => Err(e),
+            };
+            let (response, stream) = match sent {
+                Ok(sent) => sent,
+                Err(e) => {
+                    let error = ConnError::RelayH2(e);
                     self.endpoints
                         .failed(addr, EjectReason::H2ConnectionError, &error);
-                    let Some(unsent) = unsent else {
-                        return Err(error);
-                    };
-                    request = unsent;
                     tried.push(addr);
                     self.last_chance(&tried, error)?;
+                    continue;
                 }
+            };
+            if !end {
+                tokio::spawn(async move {
+                    if let Err(e) = send_body(body, stream).await {
+                        tracing::debug!("forwarded request body to the relay ended early: {e}");
+                    }
+                });
             }
+            return match response.await {
+                Ok(response) => {
+                    self.endpoints.succeeded(addr);
+                    let (parts, recv) = response.into_parts();
+                    Ok((
+                        addr,
+                        Response::from_parts(parts, boxed(RecvBody::new(recv))),
+                    ))
+                }
+                Err(e) => {
+                    let error = ConnError::RelayH2(e);
+                    self.endpoints
+                        .failed(addr, EjectReason::H2ConnectionError, &error);
+                    Err(error)
+                }
+            };
         }
     }
 
@@ -235,7 +251,7 @@ impl Pool {
     async fn ready_sender(
         &self,
         tried: &[SocketAddr],
-    ) -> Result<(SocketAddr, SendRequest<Body>), ConnError> {
+    ) -> Result<(SocketAddr, SendRequest<Bytes>), ConnError> {
         self.endpoints
             .ensure_resolved()
             .await
@@ -272,7 +288,7 @@ impl Pool {
     }
 
     /// The first endpoint in turn, not in `tried`, with a connection up now.
-    fn sender_now(&self, tried: &[SocketAddr]) -> Option<(SocketAddr, SendRequest<Body>)> {
+    fn sender_now(&self, tried: &[SocketAddr]) -> Option<(SocketAddr, SendRequest<Bytes>)> {
         self.endpoints
             .candidates()
             .into_iter()
@@ -281,7 +297,7 @@ impl Pool {
     }
 
     /// A live sender of one of `addr`'s slots, in turn.
-    fn sender_for(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+    fn sender_for(&self, addr: SocketAddr) -> Option<SendRequest<Bytes>> {
         let slots = self.lock();
         let mine: Vec<&Arc<Slot>> = slots.iter().filter(|s| s.addr == addr).collect();
         if mine.is_empty() {
@@ -347,12 +363,9 @@ impl Drop for Pool {
 }
 
 impl Slot {
-    fn current(&self) -> Option<SendRequest<Body>> {
-        self.state
-            .borrow()
-            .as_ref()
-            .filter(|s| !s.is_closed())
-            .cloned()
+    /// The slot's connection, while it is up (taken down as soon as its connection ends).
+    fn current(&self) -> Option<SendRequest<Bytes>> {
+        self.state.borrow().clone()
     }
 
     fn last_error(&self) -> String {
@@ -368,7 +381,7 @@ impl Slot {
         }
     }
 
-    fn publish(&self, sender: Option<SendRequest<Body>>) {
+    fn publish(&self, sender: Option<SendRequest<Bytes>>) {
         self.state.send_replace(sender);
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -395,7 +408,7 @@ impl Slot {
                 return;
             }
             last_attempt = Some(Instant::now());
-            let (sender, conn) = match connect(self.addr, &self.relay, &self.timeouts).await {
+            let (sender, mut conn) = match connect(self.addr, &self.relay, &self.timeouts).await {
                 Ok(up) => up,
                 Err((reason, e)) => {
                     self.endpoints.failed(self.addr, reason, &e);
@@ -405,17 +418,17 @@ impl Slot {
             };
             self.endpoints.succeeded(self.addr);
             tracing::debug!(relay = %self.relay.name, endpoint = %self.addr, "h2 connection to relay up");
+            let pings = conn.ping_pong();
             self.publish(Some(sender));
-            tokio::pin!(conn);
             let ended = tokio::select! {
-                r = conn.as_mut() => Some(r),
+                r = &mut conn => Some(r.map_err(ConnError::RelayH2)),
+                e = keep_alive(pings) => Some(Err(e)),
                 () = self.stop.cancelled() => None,
             };
             self.publish(None);
             match ended {
                 Some(Ok(())) => self.set_error("the relay closed the connection".into()),
-                Some(Err(e)) => {
-                    let error = ConnError::RelayHttp(e);
+                Some(Err(error)) => {
                     self.endpoints
                         .failed(self.addr, EjectReason::H2ConnectionError, &error);
                     self.set_error(error.to_string());
@@ -431,18 +444,15 @@ impl Slot {
     }
 }
 
-type Connection = hyper::client::conn::http2::Connection<
-    TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    Body,
-    TokioExecutor,
->;
+type Connection =
+    h2::client::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Bytes>;
 
 /// One TLS 1.3 + HTTP/2 connection to one relay endpoint.
 async fn connect(
     addr: SocketAddr,
     relay: &RelayUpstream,
     timeouts: &Timeouts,
-) -> Result<(SendRequest<Body>, Connection), (EjectReason, ConnError)> {
+) -> Result<(SendRequest<Bytes>, Connection), (EjectReason, ConnError)> {
     let stream = tls::handshake(addr, relay, timeouts, relay.tls_h2.clone()).await?;
     if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
         return Err((
@@ -450,15 +460,52 @@ async fn connect(
             ConnError::RelayUnavailable(format!("the relay at {addr} did not negotiate ALPN h2")),
         ));
     }
-    hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(H2_STREAM_WINDOW)
+    let handshake = h2::client::Builder::new()
+        .initial_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONN_WINDOW)
         .max_frame_size(H2_MAX_FRAME)
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| (EjectReason::H2HandshakeFailed, ConnError::RelayHttp(e)))
+        .max_send_buffer_size(H2_MAX_SEND_BUFFER)
+        .enable_push(false)
+        .handshake(stream);
+    match tokio::time::timeout(timeouts.handshake, handshake).await {
+        Ok(Ok(up)) => Ok(up),
+        Ok(Err(e)) => Err((EjectReason::H2HandshakeFailed, ConnError::RelayH2(e))),
+        Err(_) => Err((
+            EjectReason::H2HandshakeFailed,
+            ConnError::RelayUnavailable(format!(
+                "the relay at {addr} did not complete the HTTP/2 handshake within {:?}",
+                timeouts.handshake
+            )),
+        )),
+    }
+}
+
+/// Pings the relay every [`KEEPALIVE_INTERVAL`], busy or idle; returns once a ping goes
+/// unanswered for [`KEEPALIVE_TIMEOUT`] (a relay that vanished without closing the connection).
+async fn keep_alive(pings: Option<h2::PingPong>) -> ConnError {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(e)) => return ConnError::RelayH2(e),
+            Err(_) => {
+                return ConnError::RelayUnavailable(format!(
+                    "no answer to a ping within {KEEPALIVE_TIMEOUT:?}"
+                ));
+            }
+        }
+    }
+}
+
+/// A request head for `send_request`, rebuilt from `parts` for each attempt.
+fn head_of(parts: &http::request::Parts) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    head
 }

@@ -10,25 +10,70 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RelayUpstream, Timeouts, Transport};
 use crate::error::ConnError;
+use crate::h2io::H2Io;
 use crate::metrics::Metrics;
 use crate::upstream::Resolver;
 use endpoints::Endpoints;
 
-/// Request and response bodies on the h2 path: streamed, never buffered whole.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// Request and response bodies: streamed, never buffered whole. The error is boxed because bodies
+/// come from hyper and from h2 streams alike.
+pub type Body = BoxBody<Bytes, BoxError>;
+/// A body's error, whichever library raised it (hyper on one side, h2 streams on the other). A
+/// named type rather than a bare `Box<dyn Error>`: the latter trips rustc's `Send` inference in the
+/// servers' futures.
+#[derive(Debug)]
+pub struct BoxError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BoxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<hyper::Error> for BoxError {
+    fn from(e: hyper::Error) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl From<::h2::Error> for BoxError {
+    fn from(e: ::h2::Error) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl From<std::convert::Infallible> for BoxError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+/// `body` as a [`Body`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    body.map_err(Into::into).boxed()
+}
 
 /// An open tunnel to a relay: the inner bytes go in and out of it untouched.
 pub enum Tunnel {
     /// An HTTP/2 CONNECT stream.
-    H2(TokioIo<Upgraded>),
+    H2(H2Io),
     /// A dedicated outer TLS connection.
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -90,15 +135,12 @@ impl RelayClient {
 
     /// Opens an HTTP/2 CONNECT stream regardless of the configured transport (used for HTTP
     /// upgrades and hellos without SNI); returns the endpoint that carries it.
-    pub async fn open_h2_via(
-        &self,
-        authority: &str,
-    ) -> Result<(SocketAddr, TokioIo<Upgraded>), ConnError> {
+    pub async fn open_h2_via(&self, authority: &str) -> Result<(SocketAddr, H2Io), ConnError> {
         self.pool.connect_stream(authority).await
     }
 
     /// [`RelayClient::open_h2_via`] without the endpoint.
-    pub async fn open_h2(&self, authority: &str) -> Result<TokioIo<Upgraded>, ConnError> {
+    pub async fn open_h2(&self, authority: &str) -> Result<H2Io, ConnError> {
         self.open_h2_via(authority).await.map(|(_, stream)| stream)
     }
 
@@ -106,7 +148,7 @@ impl RelayClient {
     pub async fn send(
         &self,
         request: http::Request<Body>,
-    ) -> Result<(SocketAddr, http::Response<hyper::body::Incoming>), ConnError> {
+    ) -> Result<(SocketAddr, http::Response<Body>), ConnError> {
         self.pool.send(request).await
     }
 }

@@ -1,0 +1,276 @@
+//! HTTP/2 streams on the `h2` crate directly, for the edge ↔ relay link: a CONNECT stream as a byte
+//! pipe ([`H2Io`]), a received stream as an HTTP body ([`RecvBody`]), and a body written out with
+//! flow control ([`send_body`]).
+//!
+//! Why not hyper's upgrade: in hyper 1.x a CONNECT stream's every write is copied into a fresh
+//! `Box<[u8]>` and handed through a channel to a per-stream task that feeds h2, so each write costs
+//! an allocation and a task wake-up more than it needs. Here the splice task feeds h2 itself; the
+//! one copy left reuses one buffer per stream.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use h2::{Reason, RecvStream, SendStream};
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::transport::Body;
+
+/// One HTTP/2 stream as a byte pipe: reads are the peer's DATA frames, writes become ours, and
+/// shutdown ends our half with END_STREAM. Dropped before both halves ended, the stream is reset
+/// (CANCEL) by h2.
+pub struct H2Io {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    /// Received bytes not yet read out.
+    unread: Bytes,
+    /// The write buffer: each write is copied here and sent as a frozen slice of it; once h2 has
+    /// written those out, the next write reuses the same allocation.
+    staging: BytesMut,
+    shut: bool,
+}
+
+impl H2Io {
+    pub fn new(send: SendStream<Bytes>, recv: RecvStream) -> Self {
+        Self {
+            send,
+            recv,
+            unread: Bytes::new(),
+            staging: BytesMut::new(),
+            shut: false,
+        }
+    }
+
+    /// The error for a write that h2 refused: the peer's reset reason when it sent one.
+    fn write_error(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        Poll::Ready(match ready!(self.send.poll_reset(cx)) {
+            Ok(Reason::NO_ERROR | Reason::CANCEL | Reason::STREAM_CLOSED) => {
+                io::ErrorKind::BrokenPipe.into()
+            }
+            Ok(reason) => io::Error::other(h2::Error::from(reason)),
+            Err(e) => to_io(e),
+        })
+    }
+}
+
+impl AsyncRead for H2Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.unread.is_empty() {
+            match ready!(self.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Ok(data)) => self.unread = data,
+                Some(Err(e)) => {
+                    return Poll::Ready(match e.reason() {
+                        // The peer ended or cancelled the stream: end of input.
+                        Some(Reason::NO_ERROR | Reason::CANCEL) => Ok(()),
+                        Some(Reason::STREAM_CLOSED) => {
+                            Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
+                        }
+                        _ => Err(to_io(e)),
+                    });
+                }
+            }
+        }
+        let n = self.unread.len().min(buf.remaining());
+        buf.put_slice(&self.unread[..n]);
+        self.unread.advance(n);
+        // Hand the window back as the bytes leave: a reader that stops reading stops the sender.
+        let _ = self.recv.flow_control().release_capacity(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for H2Io {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        // Ask for window only with bytes in hand: capacity reserved while idle would pin the
+        // connection's window for nothing.
+        if self.send.capacity() == 0 {
+            self.send.reserve_capacity(buf.len());
+            loop {
+                match ready!(self.send.poll_capacity(cx)) {
+                    Some(Ok(0)) => {}
+                    Some(Ok(_)) => break,
+                    Some(Err(_)) | None => return self.write_error(cx).map(Err),
+                }
+            }
+        }
+        let n = self.send.capacity().min(buf.len());
+        let this = &mut *self;
+        this.staging.reserve(n);
+        this.staging.extend_from_slice(&buf[..n]);
+        let chunk = this.staging.split().freeze();
+        if this.send.send_data(chunk, false).is_err() {
+            return self.write_error(cx).map(Err);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2's connection task writes out what was sent; there is nothing to flush here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.shut {
+            return Poll::Ready(Ok(()));
+        }
+        if self.send.send_data(Bytes::new(), true).is_err() {
+            return self.write_error(cx).map(Err);
+        }
+        self.shut = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A received HTTP/2 stream as a request or response body: data streamed as it arrives, its window
+/// handed back as each chunk is taken, trailers passed on.
+pub struct RecvBody {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl RecvBody {
+    pub fn new(recv: RecvStream) -> Self {
+        Self {
+            recv,
+            data_done: false,
+        }
+    }
+}
+
+impl HttpBody for RecvBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+/// Why writing a body to a stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SendBodyError {
+    #[error("reading the body: {0}")]
+    Body(#[source] crate::transport::BoxError),
+    #[error("the peer reset the stream: {0}")]
+    Stream(#[source] h2::Error),
+}
+
+/// Writes `body` to `send` as DATA frames (and trailers), never holding more than the stream's
+/// window plus h2's send buffer; ends the stream. When the body fails, the stream is reset
+/// (INTERNAL_ERROR) so that the peer sees a broken body rather than a short one.
+pub async fn send_body(mut body: Body, mut send: SendStream<Bytes>) -> Result<(), SendBodyError> {
+    if body.is_end_stream() {
+        return send
+            .send_data(Bytes::new(), true)
+            .map_err(SendBodyError::Stream);
+    }
+    loop {
+        let frame = std::future::poll_fn(|cx| {
+            // A peer that resets the stream stops the copy at once.
+            if let Poll::Ready(reset) = send.poll_reset(cx) {
+                let error = match reset {
+                    Ok(reason) => h2::Error::from(reason),
+                    Err(e) => e,
+                };
+                return Poll::Ready(Err(SendBodyError::Stream(error)));
+            }
+            Pin::new(&mut body).poll_frame(cx).map(Ok)
+        })
+        .await?;
+        let frame = match frame {
+            None => {
+                return send
+                    .send_data(Bytes::new(), true)
+                    .map_err(SendBodyError::Stream);
+            }
+            Some(Err(e)) => {
+                send.send_reset(Reason::INTERNAL_ERROR);
+                return Err(SendBodyError::Body(e));
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                send_data(&mut send, data).await?;
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            return send_trailers(&mut send, trailers);
+        }
+    }
+}
+
+/// Sends `data` as the stream's window allows, waiting for window between pieces.
+async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), SendBodyError> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let capacity = std::future::poll_fn(|cx| {
+            loop {
+                let capacity = send.capacity();
+                if capacity > 0 {
+                    return Poll::Ready(Ok(capacity));
+                }
+                match ready!(send.poll_capacity(cx)) {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Poll::Ready(Err(e)),
+                    None => return Poll::Ready(Err(h2::Error::from(Reason::STREAM_CLOSED))),
+                }
+            }
+        })
+        .await
+        .map_err(SendBodyError::Stream)?;
+        let piece = data.split_to(capacity.min(data.len()));
+        send.send_data(piece, false)
+            .map_err(SendBodyError::Stream)?;
+    }
+    Ok(())
+}
+
+fn send_trailers(send: &mut SendStream<Bytes>, trailers: HeaderMap) -> Result<(), SendBodyError> {
+    send.send_trailers(trailers).map_err(SendBodyError::Stream)
+}
+
+fn to_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e.into_io().unwrap_or_else(|| io::ErrorKind::Other.into());
+    }
+    io::Error::other(e)
+}
