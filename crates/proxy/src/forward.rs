@@ -18,13 +18,17 @@ use crate::transport::Body;
 /// Sends `req` to `host:port` on a keep-alive connection from the generation's pool (a new one is
 /// resolved, guarded and connected within the connect timeout) and returns the streamed response.
 /// The response head must arrive within the idle timeout.
-pub async fn pooled(
+pub async fn pooled<B>(
     shared: &Shared,
-    req: Request<Incoming>,
+    req: Request<B>,
     authority: &str,
     host: &str,
     port: u16,
-) -> Result<Response<Body>, ConnError> {
+) -> Result<Response<Body>, ConnError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: Into<crate::transport::BoxError>,
+{
     let (mut parts, body) = req.into_parts();
     parts.uri = pool::upstream_uri(host, port, &origin_form(&parts.uri))?;
     rewrite_head(&mut parts, authority)?;

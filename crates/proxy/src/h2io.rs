@@ -10,6 +10,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
@@ -266,6 +267,36 @@ async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), 
 
 fn send_trailers(send: &mut SendStream<Bytes>, trailers: HeaderMap) -> Result<(), SendBodyError> {
     send.send_trailers(trailers).map_err(SendBodyError::Stream)
+}
+
+/// Why [`keep_alive`] gave up on a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum KeepAliveEnded {
+    #[error("pinging the peer failed: {0}")]
+    Failed(#[source] h2::Error),
+    #[error("no answer to a ping within {0:?}")]
+    Unanswered(Duration),
+}
+
+/// Pings the peer every `every`, busy or idle; returns once a ping fails or goes unanswered for
+/// `within` (a peer that vanished without closing the connection). Poll it alongside the
+/// connection, which carries the pings.
+pub async fn keep_alive(
+    pings: Option<h2::PingPong>,
+    every: Duration,
+    within: Duration,
+) -> KeepAliveEnded {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        match tokio::time::timeout(within, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(e)) => return KeepAliveEnded::Failed(e),
+            Err(_) => return KeepAliveEnded::Unanswered(within),
+        }
+    }
 }
 
 fn to_io(e: h2::Error) -> io::Error {

@@ -23,10 +23,10 @@ use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_STREAM_WINDOW};
 /// Streams the server itself may reset for a client's protocol errors before the connection gets
 /// GOAWAY ENHANCE_YOUR_CALM (hyper's default, set explicitly: the other half of rapid-reset
 /// protection, against clients that provoke resets instead of sending them).
-const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+pub(crate) const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// Ping interval that finds dead peers on idle HTTP/2 connections.
-const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+pub(crate) const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/2 on `io` until the peer is done or shutdown drains it. Each request must have its
 /// response head within `timeouts.http_request`; a connection ended by the client's abuse (reset or
@@ -158,6 +158,11 @@ fn client_abuse(error: hyper::Error) -> Option<ConnError> {
         return Some(ConnError::ClientHttpInvalid(error));
     }
     let h2 = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<h2::Error>())?;
+    h2_abuse(h2)
+}
+
+/// The client-caused ending an HTTP/2 connection error names, if any (see [`client_abuse`]).
+pub(crate) fn h2_abuse(h2: &h2::Error) -> Option<ConnError> {
     if !(h2.is_go_away() && h2.is_library()) {
         return None;
     }
@@ -175,14 +180,14 @@ fn client_abuse(error: hyper::Error) -> Option<ConnError> {
 /// request gets 504 and a `request_timeout` flow, and its inner handling is dropped (no other
 /// flow: the inner future never finished).
 #[derive(Clone)]
-struct Timed<Svc> {
+pub(crate) struct Timed<Svc> {
     inner: Svc,
     shared: Arc<Shared>,
     conn: ConnCtx,
 }
 
 impl<Svc> Timed<Svc> {
-    fn new(inner: Svc, shared: &Arc<Shared>, conn: ConnCtx) -> Self {
+    pub(crate) fn new(inner: Svc, shared: &Arc<Shared>, conn: ConnCtx) -> Self {
         Self {
             inner,
             shared: shared.clone(),
@@ -191,16 +196,16 @@ impl<Svc> Timed<Svc> {
     }
 }
 
-impl<Svc> Service<Request<Incoming>> for Timed<Svc>
+impl<Svc, B> Service<Request<B>> for Timed<Svc>
 where
-    Svc: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+    Svc: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
     Svc::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<B>) -> Self::Future {
         let mut ctx = self.conn.clone();
         ctx.started = std::time::Instant::now();
         ctx.name = request_authority(&req).map(|a| host_of(&a));

@@ -5,6 +5,7 @@
 //! requests, as tlsgate edges and Envoy's `tunneling_config` send them), `http/1.1` (HTTP/1.1 CONNECT,
 //! e.g. `curl --proxy https://relay`), or none (the raw `tls` transport: the inner ClientHello follows).
 
+mod h2;
 mod raw;
 mod service;
 
@@ -19,7 +20,7 @@ use crate::config::RelayListener;
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
-use crate::http_server::{serve_h2, serve_http1};
+use crate::http_server::serve_http1;
 use crate::io::Moved;
 
 pub use service::RelayService;
@@ -77,7 +78,7 @@ pub async fn serve(
     match alpn.as_deref() {
         Some(crate::tls::ALPN_H2) => {
             let _h2 = shared.flows.metrics().relay_h2_conn();
-            Box::pin(serve_h2(tls, service, &shared, conn)).await;
+            Box::pin(h2::serve(tls, service, &shared, conn)).await;
         }
         Some(_) => Box::pin(serve_http1(tls, service, &shared, conn)).await,
         None => {

@@ -17,18 +17,58 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::Admission;
+use super::h2::StreamUpgrade;
 use crate::config::Routes;
 use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
+use crate::h2io::H2Io;
 use crate::http_util::{host_of, local_response, request_authority, status_for};
 use crate::io::{Moved, splice};
 use crate::metrics::RelayH2Stream;
 use crate::route::{Traffic, traffic_for_connect_port};
-use crate::transport::Body;
+use crate::transport::{Body, boxed};
+
+/// A CONNECT stream once answered: hyper's upgraded HTTP/1.1 connection, or an HTTP/2 stream.
+type TunnelIo = Either<TokioIo<hyper::upgrade::Upgraded>, H2Io>;
+
+/// Where an accepted CONNECT's stream will come from.
+enum Upgrade {
+    Http1(hyper::upgrade::OnUpgrade),
+    H2(tokio::sync::oneshot::Receiver<H2Io>),
+}
+
+impl Upgrade {
+    fn of(req: &mut Request<Body>) -> Self {
+        match req
+            .extensions_mut()
+            .remove::<StreamUpgrade>()
+            .and_then(|u| u.take())
+        {
+            Some(stream) => Self::H2(stream),
+            None => Self::Http1(hyper::upgrade::on(req)),
+        }
+    }
+
+    async fn stream(self) -> Result<TunnelIo, ConnError> {
+        match self {
+            Self::Http1(on) => on
+                .await
+                .map(|io| Either::Left(TokioIo::new(io)))
+                .map_err(ConnError::RelayHttp),
+            Self::H2(stream) => stream.await.map(Either::Right).map_err(|_| {
+                ConnError::ClientIo(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "the CONNECT stream ended before its answer was sent",
+                ))
+            }),
+        }
+    }
+}
 
 /// Per outer connection; cloned per request by hyper.
 #[derive(Clone)]
@@ -76,7 +116,7 @@ impl RelayService {
     /// `stream` (HTTP/2 only) moves into the tunnel task: the stream stays active until it ends.
     async fn tunnel(
         self,
-        req: Request<Incoming>,
+        mut req: Request<Body>,
         stream: &mut Option<RelayH2Stream>,
     ) -> Response<Body> {
         let mut ctx = self.ctx(Mode::Splice);
@@ -100,7 +140,7 @@ impl RelayService {
             Ok(stream) => stream,
             Err(e) => return self.refuse(ctx, status_for(&e), e),
         };
-        let on_upgrade = hyper::upgrade::on(req);
+        let upgrade = Upgrade::of(&mut req);
         let shared = self.shared.clone();
         let held = stream.take().map(|mut s| {
             s.answered();
@@ -109,12 +149,9 @@ impl RelayService {
         self.shared.clone().spawn(async move {
             let _tunnel = permit;
             let _stream = held;
-            let (moved, result) = match on_upgrade.await {
-                Ok(io) => {
-                    let io = TokioIo::new(io);
-                    carry(io, upstream, traffic, &name, &shared, &mut ctx.tls).await
-                }
-                Err(e) => (Moved::default(), Err(ConnError::RelayHttp(e))),
+            let (moved, result) = match upgrade.stream().await {
+                Ok(io) => carry(io, upstream, traffic, &name, &shared, &mut ctx.tls).await,
+                Err(e) => (Moved::default(), Err(e)),
             };
             ctx.status = Some(200);
             ctx.finish(&shared, moved, &result);
@@ -122,7 +159,7 @@ impl RelayService {
         Response::new(Empty::new().map_err(|never| match never {}).boxed())
     }
 
-    async fn forward(self, req: Request<Incoming>) -> Response<Body> {
+    async fn forward(self, req: Request<Body>) -> Response<Body> {
         let mut ctx = self.ctx(Mode::Http);
         ctx.http = Some(HttpFacts::of(&req, "http", "-"));
         let authority = request_authority(&req);
@@ -147,7 +184,7 @@ impl RelayService {
 
     async fn send_upstream(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
         authority: &str,
         host: &str,
         port: u16,
@@ -158,7 +195,7 @@ impl RelayService {
 
 /// After the CONNECT was accepted: for TLS, check the inner SNI against the authority, then splice.
 async fn carry(
-    mut io: TokioIo<hyper::upgrade::Upgraded>,
+    mut io: TunnelIo,
     upstream: TcpStream,
     traffic: Traffic,
     authority_name: &str,
@@ -198,12 +235,12 @@ fn same_name(a: &str, b: &str) -> bool {
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
-impl hyper::service::Service<Request<Incoming>> for RelayService {
+impl hyper::service::Service<Request<Body>> for RelayService {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Body>) -> Self::Future {
         let this = self.clone();
         let h2 = req.version() == http::Version::HTTP_2;
         let mut stream = h2.then(|| this.shared.flows.metrics().relay_h2_stream());
@@ -219,5 +256,16 @@ impl hyper::service::Service<Request<Incoming>> for RelayService {
             }
             Ok(response)
         })
+    }
+}
+
+/// HTTP/1.1 outer connections (hyper's server): the same service, the body boxed.
+impl hyper::service::Service<Request<Incoming>> for RelayService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        hyper::service::Service::<Request<Body>>::call(self, req.map(boxed))
     }
 }

@@ -24,7 +24,7 @@ use super::endpoints::{EjectReason, Endpoints, HEDGE_AFTER};
 use super::{Body, boxed, tls};
 use crate::config::{RelayUpstream, Timeouts};
 use crate::error::ConnError;
-use crate::h2io::{H2Io, RecvBody, send_body};
+use crate::h2io::{H2Io, RecvBody, keep_alive, send_body};
 
 /// Per-stream receive window: large enough that one tunnel can fill a fast link (the 64 KiB protocol
 /// default caps a stream at 64 KiB per round trip).
@@ -38,7 +38,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes h2 may hold queued per stream beyond its window (hyper's default): a bound on what one
 /// stream's writer can park in memory.
-const H2_MAX_SEND_BUFFER: usize = 1024 * 1024;
+pub const H2_MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// Least time between two connection attempts of one slot, whatever wakes it (a relay closing
 /// connections gracefully, tunnels waiting while every endpoint is ejected).
 const MIN_RECONNECT_SPACING: Duration = Duration::from_millis(100);
@@ -422,7 +422,9 @@ impl Slot {
             self.publish(Some(sender));
             let ended = tokio::select! {
                 r = &mut conn => Some(r.map_err(ConnError::RelayH2)),
-                e = keep_alive(pings) => Some(Err(e)),
+                e = keep_alive(pings, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT) => {
+                    Some(Err(ConnError::RelayUnavailable(e.to_string())))
+                }
                 () = self.stop.cancelled() => None,
             };
             self.publish(None);
@@ -477,26 +479,6 @@ async fn connect(
                 timeouts.handshake
             )),
         )),
-    }
-}
-
-/// Pings the relay every [`KEEPALIVE_INTERVAL`], busy or idle; returns once a ping goes
-/// unanswered for [`KEEPALIVE_TIMEOUT`] (a relay that vanished without closing the connection).
-async fn keep_alive(pings: Option<h2::PingPong>) -> ConnError {
-    let Some(mut pings) = pings else {
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
-        match tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
-            Ok(Ok(_pong)) => {}
-            Ok(Err(e)) => return ConnError::RelayH2(e),
-            Err(_) => {
-                return ConnError::RelayUnavailable(format!(
-                    "no answer to a ping within {KEEPALIVE_TIMEOUT:?}"
-                ));
-            }
-        }
     }
 }
 
