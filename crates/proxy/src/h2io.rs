@@ -228,7 +228,14 @@ pub async fn send_body(mut body: Body, mut send: SendStream<Bytes>) -> Result<()
         };
         let frame = match frame.into_data() {
             Ok(data) => {
-                send_data(&mut send, data).await?;
+                // END_STREAM rides on the last DATA frame when the body knows it is done (a
+                // Content-Length body): a peer that stops reading at the length then finds the
+                // stream closed, instead of resetting it while an empty final frame is on its way.
+                let last = body.is_end_stream();
+                send_data(&mut send, data, last).await?;
+                if last {
+                    return Ok(());
+                }
                 continue;
             }
             Err(frame) => frame,
@@ -239,8 +246,16 @@ pub async fn send_body(mut body: Body, mut send: SendStream<Bytes>) -> Result<()
     }
 }
 
-/// Sends `data` as the stream's window allows, waiting for window between pieces.
-async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), SendBodyError> {
+/// Sends `data` as the stream's window allows, waiting for window between pieces; `last` ends the
+/// stream with the final piece.
+async fn send_data(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    last: bool,
+) -> Result<(), SendBodyError> {
+    if data.is_empty() {
+        return send.send_data(data, last).map_err(SendBodyError::Stream);
+    }
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         let capacity = std::future::poll_fn(|cx| {
@@ -259,7 +274,7 @@ async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), 
         .await
         .map_err(SendBodyError::Stream)?;
         let piece = data.split_to(capacity.min(data.len()));
-        send.send_data(piece, false)
+        send.send_data(piece, last && data.is_empty())
             .map_err(SendBodyError::Stream)?;
     }
     Ok(())

@@ -69,6 +69,104 @@ async fn large_chunked_upload_is_streamed_through_edge_and_relay() {
     relay.stop().await;
 }
 
+/// Many keep-alive requests from 16 clients with Content-Length answers, forwarded over the edge's
+/// one h2 connection to the relay: every one succeeds, body complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_forwarded_requests_on_one_relay_connection_all_succeed() {
+    const CLIENTS: usize = 16;
+    const EACH: usize = 300;
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let relay = start_relay(&services, &pki, false, any_port()).await;
+    let edge = start_edge(
+        relay_upstream(&pki, relay.addr("relay"), Transport::H2, false),
+        None,
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let addr = edge.addr("http");
+        clients.push(tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut failed = Vec::new();
+            for _ in 0..EACH {
+                let request = Request::builder()
+                    .uri("/bytes/1000")
+                    .header("host", PRIVATE)
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                if status != StatusCode::OK || body.len() != 1000 {
+                    failed.push(status);
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = Vec::new();
+    for client in clients {
+        let client = tokio::time::timeout(Duration::from_secs(60), client).await;
+        failed.extend(client.expect("clients finish within 60 s").unwrap());
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        CLIENTS * EACH
+    );
+    edge.stop().await;
+    relay.stop().await;
+}
+
+/// The relay puts END_STREAM on the last DATA frame of an answer whose length is known, so that an
+/// edge which stops reading at the length never has to reset the stream (each such reset counts
+/// towards h2's reset-flood guard, which closed the edge's connection under load when the relay
+/// sent END_STREAM in an empty frame of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_ends_a_sized_answer_with_its_last_data_frame() {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let relay = start_relay(&services, &pki, false, any_port()).await;
+    let upstream = relay_upstream(&pki, relay.addr("relay"), Transport::H2, false);
+    let tcp = TcpStream::connect(relay.addr("relay")).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(upstream.tls_h2.clone())
+        .connect(upstream.server_name.clone(), tcp)
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let request = Request::builder()
+            .uri(format!("http://{PRIVATE}/bytes/1000"))
+            .body(())
+            .unwrap();
+        let mut client = client.clone().ready().await.unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let mut got = 0;
+        while got < 1000 {
+            got += body.data().await.unwrap().unwrap().len();
+        }
+        assert_eq!(got, 1000);
+        assert!(
+            body.is_end_stream(),
+            "the stream ended with the last byte, not in a frame after it"
+        );
+    }
+    relay.stop().await;
+}
+
 /// A raw origin that answers an `Upgrade` request with 101 and then echoes bytes upper-cased.
 async fn spawn_upgrade_origin() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
