@@ -22,7 +22,7 @@
 //! connection open while a request or response on it is in flight.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -85,6 +85,9 @@ pub(crate) struct Checkout {
 #[derive(Default)]
 pub struct Upstreams {
     entries: Mutex<HashMap<Key, Entry>>,
+    /// Idle HTTP/1.1 connections over all keys, kept with the map (changed only under its lock) so
+    /// that putting one back does not count every key's.
+    idle: AtomicUsize,
     sweeping: AtomicBool,
     /// Numbers h2 connections from 1.
     next_id: AtomicU64,
@@ -183,7 +186,14 @@ impl Upstreams {
 
     /// Idle HTTP/1.1 connections currently kept (all keys).
     pub fn idle_http1(&self) -> usize {
-        self.lock().values().map(|e| e.http1.len()).sum()
+        let entries = self.lock();
+        let idle = entries.values().map(|e| e.http1.len()).sum();
+        debug_assert_eq!(
+            idle,
+            self.idle.load(Ordering::Relaxed),
+            "the running idle count agrees with the entries"
+        );
+        idle
     }
 
     /// A request handle for `key`: the shared h2 connection, an idle HTTP/1.1 one, or a new
@@ -200,7 +210,7 @@ impl Upstreams {
         let dial = {
             let mut entries = self.lock();
             let now = Instant::now();
-            if let Some(found) = entries.get_mut(key).and_then(|e| e.take(now)) {
+            if let Some(found) = self.take(&mut entries, key, now) {
                 return Ok(found);
             }
             let entry = self.entry(&mut entries, key, now);
@@ -225,7 +235,7 @@ impl Upstreams {
         let http1_only = {
             let mut entries = self.lock();
             let now = Instant::now();
-            if let Some(found) = entries.get_mut(key).and_then(|e| e.take(now)) {
+            if let Some(found) = self.take(&mut entries, key, now) {
                 return Ok(found);
             }
             entries.get(key).is_some_and(|e| e.http1_only)
@@ -323,8 +333,7 @@ impl Upstreams {
             return;
         }
         let mut entries = self.lock();
-        let idle: usize = entries.values().map(|e| e.http1.len()).sum();
-        if idle >= MAX_IDLE_HTTP1 {
+        if self.idle.load(Ordering::Relaxed) >= MAX_IDLE_HTTP1 {
             return;
         }
         let now = Instant::now();
@@ -335,7 +344,18 @@ impl Upstreams {
                 cert,
                 since: now,
             });
+            self.idle.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// [`Entry::take`] on `key`'s entry, keeping the idle count.
+    fn take(&self, entries: &mut HashMap<Key, Entry>, key: &Key, now: Instant) -> Option<Checkout> {
+        let entry = entries.get_mut(key)?;
+        let before = entry.http1.len();
+        let found = entry.take(now);
+        self.idle
+            .fetch_sub(before - entry.http1.len(), Ordering::Relaxed);
+        found
     }
 
     /// The entry for `key`, made (room made first) when missing.
@@ -346,7 +366,8 @@ impl Upstreams {
         now: Instant,
     ) -> &'a mut Entry {
         if !entries.contains_key(key) && entries.len() >= MAX_KEYS {
-            evict_one(entries);
+            let dropped = evict_one(entries);
+            self.idle.fetch_sub(dropped, Ordering::Relaxed);
         }
         entries
             .entry(key.clone())
@@ -358,7 +379,15 @@ impl Upstreams {
         let Some(cutoff) = Instant::now().checked_sub(IDLE_TIMEOUT) else {
             return;
         };
-        self.lock().retain(|_, entry| !entry.sweep(cutoff));
+        let mut entries = self.lock();
+        let mut closed = 0;
+        entries.retain(|_, entry| {
+            let before = entry.http1.len();
+            let gone = entry.sweep(cutoff);
+            closed += before - entry.http1.len();
+            !gone
+        });
+        self.idle.fetch_sub(closed, Ordering::Relaxed);
     }
 
     /// Starts the sweeper once (on first use: the pool may be built outside a runtime).
@@ -371,15 +400,16 @@ impl Upstreams {
     }
 }
 
-/// Drops the least recently used key, preferring one nobody is opening a connection for.
-fn evict_one(entries: &mut HashMap<Key, Entry>) {
+/// Drops the least recently used key, preferring one nobody is opening a connection for; returns
+/// how many idle HTTP/1.1 connections went with it.
+fn evict_one(entries: &mut HashMap<Key, Entry>) -> usize {
     let victim = entries
         .iter()
         .min_by_key(|(_, e)| (e.dialing(), e.last_used))
         .map(|(k, _)| k.clone());
-    if let Some(victim) = victim {
-        entries.remove(&victim);
-    }
+    victim
+        .and_then(|victim| entries.remove(&victim))
+        .map_or(0, |entry| entry.http1.len())
 }
 
 /// Sweeps every [`SWEEP_EVERY`] until the pool is gone.
