@@ -478,29 +478,3 @@ async fn a_shared_h2_origin_connection_going_away_is_replaced_without_failing_re
     assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{conns:?}");
     assert_eq!(origin.handshakes(), numbers[5], "{conns:?}");
 }
-
-/// Downstream-first: the origin connection is opened while the client's handshake runs, before
-/// any request (a first-seen name then pays minting and the origin handshake side by side); the
-/// first request uses that connection rather than opening another.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_origin_connection_opens_during_the_clients_handshake() {
-    let public = TestCa::new("public test CA");
-    let leaf = public.issue(&["early.example.test"]);
-    let origin =
-        spawn_counting_origin(&[("early.example.test", &leaf)], &[b"h2", b"http/1.1"]).await;
-    let proxy = start_proxy(public.cert_der()).await;
-    let port = origin.addr.port();
-    let name = "early.example.test";
-    let (mut c, _conn) = client(&proxy, name, port, name, false).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while origin.handshakes() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no origin connection before the first request"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let body = get(&mut c, &format!("{name}:{port}"), "/").await;
-    assert_eq!(conn_of(&body), "conn=1", "{body}");
-    assert_eq!(origin.handshakes(), 1);
-}

@@ -80,20 +80,6 @@ pub(crate) async fn serve<S>(
         .cloned()
         .collect();
 
-    // Downstream-first with a name: open (or find) the origin connection while the leaf is minted
-    // and the client's handshake runs, so a first-seen name pays both side by side.
-    let warming = match (strategy, by_host) {
-        (CertStrategy::DownstreamFirst, None) => {
-            let key = Key {
-                host: host.clone(),
-                port: target.port,
-                name: name.clone(),
-                accepts_invalid: accept_invalid,
-            };
-            Some(prewarm(&state, &shared, key))
-        }
-        _ => None,
-    };
     let mut first_origin = None;
     let mut origin_problem = None;
     let mut origin_cert = None;
@@ -176,7 +162,6 @@ pub(crate) async fn serve<S>(
     let first_offered_h2 = client_alpn.iter().any(|p| p == ALPN_H2);
     let bumped = Arc::new(Bumped {
         first: std::sync::Mutex::new(first_origin),
-        warming: std::sync::Mutex::new(warming),
         first_offered_h2,
         name,
         by_host,
@@ -204,39 +189,6 @@ pub(crate) async fn serve<S>(
     ctx.finish(&shared, counts.moved(), &served);
 }
 
-/// The outcome of [`prewarm`]: its error, if any, and the certificate facts the attempt saw.
-type Warming = tokio::sync::oneshot::Receiver<(Result<(), ConnError>, Option<UpstreamCert>)>;
-
-/// Gets `key` an origin connection in the listener's pool now (the shared h2 one, or an idle
-/// HTTP/1.1 one put back), in a task of its own, with the pool's single-dial rule; a pool that
-/// already has one costs nothing. Only after policy allowed the connection to be bumped, and
-/// through the same destination guard as any origin connection.
-fn prewarm(state: &Arc<InterceptState>, shared: &Arc<Shared>, key: Key) -> Warming {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (state, pool_shared) = (state.clone(), shared.clone());
-    shared.spawn(async move {
-        let mut seen = None;
-        let upstreams = &state.upstreams;
-        let acquired = upstreams
-            .acquire(&key, &state.origin, &pool_shared, &mut seen)
-            .await;
-        let outcome = match acquired {
-            Ok(Checkout {
-                sender: Sender::Http1(sender),
-                cert,
-                ..
-            }) => {
-                upstreams.release(&key, sender, cert);
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        let _ = tx.send((outcome, seen));
-    });
-    rx
-}
-
 /// One bumped client connection's view of its origin.
 struct Bumped {
     /// The name the connection was allowed for (SNI, else CONNECT host, else IP).
@@ -261,10 +213,6 @@ struct Bumped {
     first: std::sync::Mutex<Option<OriginConn>>,
     /// Whether h2 was offered on `first` (only if the client offered it).
     first_offered_h2: bool,
-    /// Downstream-first's origin connection opened during the client's handshake ([`prewarm`]):
-    /// the first request waits for its outcome and, when it failed, answers with its error
-    /// instead of trying again (one failure, counted and reported once).
-    warming: std::sync::Mutex<Option<Warming>>,
     state: Arc<InterceptState>,
     shared: Arc<Shared>,
 }
@@ -342,18 +290,6 @@ impl Bumped {
     /// else one from the listener's shared pool (or a new one). The carrying connection's
     /// certificate (or the refused one's) becomes the connection's record's.
     async fn acquire(&self, key: &Key) -> Result<Checkout, ConnError> {
-        let warming = self
-            .warming
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(warming) = warming
-            && key.name == self.name
-            && let Ok((Err(e), seen)) = warming.await
-        {
-            self.set_cert(seen);
-            return Err(e);
-        }
         let first = self
             .first
             .lock()
