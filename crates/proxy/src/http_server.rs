@@ -62,6 +62,7 @@ where
     Svc::Future: Send + 'static,
 {
     let service = Timed::new(service, shared, conn.clone());
+    // The relay serves edges with the same settings on the h2 crate (`relay::h2`): keep them in step.
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(H2_STREAM_WINDOW)

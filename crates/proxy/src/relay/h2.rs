@@ -64,6 +64,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
+    // The settings of `http_server::serve_h2_conn` (hyper's builder there): keep the two in step.
     let handshake = h2::server::Builder::new()
         .initial_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONN_WINDOW)
