@@ -103,12 +103,7 @@ async fn closed_after_inner(relay: SocketAddr, pki: &RelayPki, payload: &[u8]) -
 async fn bad_clients_end_with_a_reason_and_leave_healthy_tunnels_alone() {
     let services = Services::start().await;
     let pki = RelayPki::new();
-    let mut relay = start_relay(&services, &pki, false, any_port()).await;
-    let mut edge = start_edge(
-        relay_upstream(&pki, relay.addr("relay"), Transport::H2, false),
-        None,
-    )
-    .await;
+    let (mut relay, mut edge) = start_relay_and_h2_edge(&services, &pki).await;
     let detect = test_timeouts().detect;
     let handshake = test_timeouts().handshake;
     let slack = Duration::from_secs(2);
@@ -206,12 +201,7 @@ async fn bad_clients_end_with_a_reason_and_leave_healthy_tunnels_alone() {
 async fn slow_hello_split_into_tiny_writes_is_still_tunnelled() {
     let services = Services::start().await;
     let pki = RelayPki::new();
-    let relay = start_relay(&services, &pki, false, any_port()).await;
-    let edge = start_edge(
-        relay_upstream(&pki, relay.addr("relay"), Transport::H2, false),
-        None,
-    )
-    .await;
+    let (relay, edge) = start_relay_and_h2_edge(&services, &pki).await;
     // A client that dribbles its hello in 7-byte segments: the edge coalesces them.
     let listener_addr = edge.addr("tls");
     let (client_side, proxy_side) = tokio::io::duplex(64 * 1024);

@@ -23,12 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 async fn large_chunked_upload_is_streamed_through_edge_and_relay() {
     let services = Services::start().await;
     let pki = RelayPki::new();
-    let relay = start_relay(&services, &pki, false, any_port()).await;
-    let edge = start_edge(
-        relay_upstream(&pki, relay.addr("relay"), Transport::H2, false),
-        None,
-    )
-    .await;
+    let (relay, edge) = start_relay_and_h2_edge(&services, &pki).await;
     let tcp = TcpStream::connect(edge.addr("http")).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -77,12 +72,7 @@ async fn thousands_of_forwarded_requests_on_one_relay_connection_all_succeed() {
     const EACH: usize = 300;
     let services = Services::start().await;
     let pki = RelayPki::new();
-    let relay = start_relay(&services, &pki, false, any_port()).await;
-    let edge = start_edge(
-        relay_upstream(&pki, relay.addr("relay"), Transport::H2, false),
-        None,
-    )
-    .await;
+    let (relay, edge) = start_relay_and_h2_edge(&services, &pki).await;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let addr = edge.addr("http");

@@ -320,12 +320,7 @@ async fn new_tunnels_work_again_after_the_relay_restarts() {
 async fn hundred_concurrent_tunnels_share_one_h2_connection() {
     let services = Services::start().await;
     let pki = RelayPki::new();
-    let mut relay = start_relay(&services, &pki, false, any_port()).await;
-    let edge = start_edge(
-        relay_upstream(&pki, relay.addr("relay"), Transport::H2, false),
-        None,
-    )
-    .await;
+    let (mut relay, edge) = start_relay_and_h2_edge(&services, &pki).await;
     // Warm up the pool so every tunnel finds the one connection up.
     https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/")
         .await

@@ -226,6 +226,18 @@ pub async fn start_relay_edited(
     start(config).await
 }
 
+/// A relay on 127.0.0.1 with `services`' routes, and an edge sending to it over the h2 transport
+/// (no client certificate): the pair most suites start from.
+pub async fn start_relay_and_h2_edge(services: &Services, pki: &RelayPki) -> (Running, Running) {
+    let relay = start_relay(services, pki, false, any_port()).await;
+    let edge = start_edge(
+        relay_upstream(pki, relay.addr("relay"), Transport::H2, false),
+        None,
+    )
+    .await;
+    (relay, edge)
+}
+
 pub fn relay_upstream(
     pki: &RelayPki,
     relay: SocketAddr,
