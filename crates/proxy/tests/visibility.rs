@@ -249,8 +249,10 @@ async fn flows_and_metrics_describe_bumped_and_refused_requests() {
     .await;
     assert_eq!(code, Some(0), "{out} {err}");
 
-    // Bumped request: REQUEST + RESPONSE; the bumped connection: one L3_L4 flow; denied: 2 more.
-    let flows = flows_at_least(proxy.admin, "", 5).await;
+    // Bumped request: REQUEST + RESPONSE; the bumped connection: one L3_L4 flow; denied: 2 more;
+    // the spliced connection: one, written when the proxy sees it end, which may be after curl
+    // has exited: wait for all six.
+    let flows = flows_at_least(proxy.admin, "", 6).await;
     let bumped: Vec<&Value> = flows
         .iter()
         .filter(|f| f["l7"]["http"]["url"] == url.as_str())
