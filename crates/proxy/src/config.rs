@@ -357,11 +357,18 @@ pub struct InterceptListener {
     pub upstream_roots: Arc<rustls::RootCertStore>,
     /// Hosts whose invalid certificates are accepted anyway (labs only; every flow says so).
     pub danger_accept_invalid_upstream_certs: Vec<FqdnPattern>,
+    /// A name without an origin connection of its own may use another name's HTTP/2 connection
+    /// whose certificate covers it, at an address the name resolves to (RFC 9113 §9.1.1; see
+    /// `intercept::upstreams`).
+    pub coalesce_origin_connections: bool,
 }
 
 impl InterceptListener {
     /// Refusals are enforced unless the operator asks for audit mode.
     pub const DEFAULT_POLICY_AUDIT: bool = false;
+    /// On, as in browsers: a wildcard or multi-name origin then costs one connection, not one per
+    /// name, and an origin that does not serve a name there says so with 421.
+    pub const DEFAULT_COALESCE_ORIGIN_CONNECTIONS: bool = true;
 }
 
 /// How clients reach the interceptor.

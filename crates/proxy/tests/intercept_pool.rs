@@ -1,11 +1,13 @@
 //! The interceptor's shared origin pool: bumped client connections to the same origin name share
 //! one HTTP/2 origin connection (opened one after another and at once), reuse released HTTP/1.1
-//! ones, and a different SNI on the same address gets its own connection and certificate record.
+//! ones, and a different SNI on the same address gets its own connection and certificate record,
+//! unless the first connection's certificate covers it too (coalescing: same address and port,
+//! 421 honoured, and off when the listener says so).
 //! Real rustls clients through CONNECT, and an in-process origin that numbers its connections.
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -32,13 +34,28 @@ const WAIT: Duration = Duration::from_secs(15);
 struct CountingOrigin {
     addr: SocketAddr,
     handshakes: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for CountingOrigin {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
+}
+
+/// How a [`CountingOrigin`] departs from a plain one.
+#[derive(Clone, Copy, Default)]
+struct Quirks {
+    /// Each h2 connection says GOAWAY (graceful shutdown) once it has answered its first request,
+    /// as nginx does after `keepalive_requests`.
+    goaway: bool,
+    /// 421 (Misdirected Request) for a request whose host is not the connection's SNI, as an
+    /// origin that routes by SNI answers.
+    misdirect: bool,
+    /// Also listen on this address, same port and same connection numbering.
+    also_on: Option<IpAddr>,
 }
 
 impl CountingOrigin {
@@ -48,15 +65,14 @@ impl CountingOrigin {
 }
 
 async fn spawn_counting_origin(leaves: &[(&str, &Leaf)], alpn: &[&[u8]]) -> CountingOrigin {
-    spawn_counting_origin_with(leaves, alpn, false).await
+    spawn_counting_origin_with(leaves, alpn, Quirks::default()).await
 }
 
-/// [`spawn_counting_origin`]; with `goaway`, each h2 connection says GOAWAY (graceful shutdown)
-/// once it has answered its first request, as nginx does after `keepalive_requests`.
+/// [`spawn_counting_origin`] with `quirks`.
 async fn spawn_counting_origin_with(
     leaves: &[(&str, &Leaf)],
     alpn: &[&[u8]],
-    goaway: bool,
+    quirks: Quirks,
 ) -> CountingOrigin {
     let provider = tlsgate_testkit::crypto_provider();
     let mut by_sni = rustls::server::ResolvesServerCertUsingSni::new();
@@ -78,9 +94,37 @@ async fn spawn_counting_origin_with(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let mut listeners = vec![listener];
+    if let Some(ip) = quirks.also_on {
+        listeners.push(TcpListener::bind((ip, addr.port())).await.unwrap());
+    }
     let handshakes = Arc::new(AtomicUsize::new(0));
-    let counter = handshakes.clone();
-    let task = tokio::spawn(async move {
+    let tasks = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(serve_counting(
+                listener,
+                acceptor.clone(),
+                handshakes.clone(),
+                quirks,
+            ))
+        })
+        .collect();
+    CountingOrigin {
+        addr,
+        handshakes,
+        tasks,
+    }
+}
+
+/// The accept loop of a [`CountingOrigin`] listener.
+async fn serve_counting(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    counter: Arc<AtomicUsize>,
+    quirks: Quirks,
+) {
+    {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((tcp, _)) = listener.accept().await {
             let (acceptor, counter) = (acceptor.clone(), counter.clone());
@@ -95,19 +139,24 @@ async fn spawn_counting_origin_with(
                 let answering = answered.clone();
                 let service = service_fn(move |req: hyper::Request<Incoming>| {
                     let body = format!("conn={n} sni={sni} proto={:?}\n", req.version());
-                    answering.notify_one();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(body),
-                        )))
+                    let host = req
+                        .uri()
+                        .host()
+                        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
+                        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned());
+                    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+                    if quirks.misdirect && host.as_deref() != Some(sni.as_str()) {
+                        *response.status_mut() = http::StatusCode::MISDIRECTED_REQUEST;
                     }
+                    answering.notify_one();
+                    async move { Ok::<_, std::convert::Infallible>(response) }
                 });
                 let io = TokioIo::new(tls);
                 if h2 {
                     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(io, service);
                     tokio::pin!(conn);
-                    if goaway {
+                    if quirks.goaway {
                         tokio::select! {
                             _ = conn.as_mut() => return,
                             () = answered.notified() => conn.as_mut().graceful_shutdown(),
@@ -121,11 +170,6 @@ async fn spawn_counting_origin_with(
                 }
             });
         }
-    });
-    CountingOrigin {
-        addr,
-        handshakes,
-        task,
     }
 }
 
@@ -138,16 +182,22 @@ struct Proxy {
 }
 
 async fn start_proxy(origin_root: CertificateDer<'static>) -> Proxy {
+    start_proxy_with(origin_root, true).await
+}
+
+/// [`start_proxy`], with origin connection coalescing on or off.
+async fn start_proxy_with(origin_root: CertificateDer<'static>, coalesce: bool) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let (ca, _) = interception_ca(dir.path());
     let ca_der = ca.cert_der().clone();
-    let listener = explicit_interceptor(
+    let mut listener = explicit_interceptor(
         ca,
         origin_root,
         CertStrategy::DownstreamFirst,
         Vec::new(),
         None,
     );
+    listener.coalesce_origin_connections = coalesce;
     let (running, state) = start_intercept_listener(listener).await;
     Proxy {
         running,
@@ -446,7 +496,12 @@ async fn another_sni_on_the_same_address_gets_its_own_origin_connection_and_cert
 async fn a_shared_h2_origin_connection_going_away_is_replaced_without_failing_requests() {
     let public = TestCa::new("public test CA");
     let leaf = public.issue(&["away.example.test"]);
-    let origin = spawn_counting_origin_with(&[("away.example.test", &leaf)], &[b"h2"], true).await;
+    let goaway = Quirks {
+        goaway: true,
+        ..Quirks::default()
+    };
+    let origin =
+        spawn_counting_origin_with(&[("away.example.test", &leaf)], &[b"h2"], goaway).await;
     let proxy = start_proxy(public.cert_der()).await;
     let (port, name) = (origin.addr.port(), "away.example.test");
     // Each origin connection answers one request, then says GOAWAY: every next request, on the
@@ -477,4 +532,110 @@ async fn a_shared_h2_origin_connection_going_away_is_replaced_without_failing_re
     let numbers: Vec<usize> = conns.iter().map(|c| c[5..].parse().unwrap()).collect();
     assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{conns:?}");
     assert_eq!(origin.handshakes(), numbers[5], "{conns:?}");
+}
+
+/// An origin whose one certificate names `a.example.test` and `b.example.test`, listening on
+/// 127.0.0.1 (and with `quirks.also_on`, on that address too).
+async fn two_name_origin(quirks: Quirks) -> (TestCa, CountingOrigin) {
+    let public = TestCa::new("public test CA");
+    let leaf = public.issue(&["a.example.test", "b.example.test"]);
+    let origin = spawn_counting_origin_with(
+        &[("a.example.test", &leaf), ("b.example.test", &leaf)],
+        &[b"h2", b"http/1.1"],
+        quirks,
+    )
+    .await;
+    (public, origin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_its_certificate_also_covers_shares_the_h2_origin_connection() {
+    let (public, origin) = two_name_origin(Quirks::default()).await;
+    let mut proxy = start_proxy(public.cert_der()).await;
+    let port = origin.addr.port();
+    // The same address, a second name the first connection's certificate is valid for: its
+    // requests (from HTTP/2 and HTTP/1.1 clients) ride the first connection, as a browser's do.
+    let a = fetch_once(&proxy, "127.0.0.1", port, "a.example.test", true).await;
+    let b1 = fetch_once(&proxy, "127.0.0.1", port, "b.example.test", true).await;
+    let b2 = fetch_once(&proxy, "127.0.0.1", port, "b.example.test", false).await;
+    for body in [&a, &b1, &b2] {
+        assert!(body.starts_with("conn=1 sni=a.example.test"), "{body}");
+    }
+    assert_eq!(origin.handshakes(), 1);
+    assert_eq!(proxy.state.upstreams.keys(), 2, "one key per name");
+    // b's request flows name the certificate that was verified and carried them.
+    let mut b_requests = 0;
+    while b_requests < 2 {
+        let flow = proxy
+            .running
+            .flow("b's request flows", |f| {
+                f.http.is_some() && f.name.as_deref() == Some("b.example.test")
+            })
+            .await;
+        let cert = flow
+            .tls
+            .as_ref()
+            .and_then(|t| t.upstream_cert.clone())
+            .expect("upstream cert");
+        assert!(cert.verified);
+        assert!(
+            cert.subject.contains("CN=a.example.test"),
+            "{}",
+            cert.subject
+        );
+        b_requests += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_coalescing_off_each_name_gets_its_own_origin_connection() {
+    let (public, origin) = two_name_origin(Quirks::default()).await;
+    let proxy = start_proxy_with(public.cert_der(), false).await;
+    let port = origin.addr.port();
+    let a = fetch_once(&proxy, "127.0.0.1", port, "a.example.test", true).await;
+    let b = fetch_once(&proxy, "127.0.0.1", port, "b.example.test", true).await;
+    assert!(a.starts_with("conn=1 sni=a.example.test"), "{a}");
+    assert!(b.starts_with("conn=2 sni=b.example.test"), "{b}");
+    assert_eq!(origin.handshakes(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_covered_name_at_another_address_gets_its_own_origin_connection() {
+    let also = Quirks {
+        also_on: Some(IpAddr::from([127, 0, 0, 2])),
+        ..Quirks::default()
+    };
+    let (public, origin) = two_name_origin(also).await;
+    let proxy = start_proxy(public.cert_der()).await;
+    let port = origin.addr.port();
+    // Same port, same certificate, but b is asked for at 127.0.0.2: a's connection to 127.0.0.1
+    // is not an address b resolves to, so b gets its own.
+    let a = fetch_once(&proxy, "127.0.0.1", port, "a.example.test", true).await;
+    let b = fetch_once(&proxy, "127.0.0.2", port, "b.example.test", true).await;
+    assert!(a.starts_with("conn=1 sni=a.example.test"), "{a}");
+    assert!(b.starts_with("conn=2 sni=b.example.test"), "{b}");
+    assert_eq!(origin.handshakes(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_421_on_a_coalesced_connection_sends_the_request_again_on_its_own() {
+    let misdirect = Quirks {
+        misdirect: true,
+        ..Quirks::default()
+    };
+    let (public, origin) = two_name_origin(misdirect).await;
+    let proxy = start_proxy(public.cert_der()).await;
+    let port = origin.addr.port();
+    let a = fetch_once(&proxy, "127.0.0.1", port, "a.example.test", true).await;
+    // b's first request rides a's connection, gets 421 there, and is sent again on a connection
+    // of b's own: the client sees only the 200 (`get` asserts it). b's later requests and a's
+    // stay on their own connections.
+    let b1 = fetch_once(&proxy, "127.0.0.1", port, "b.example.test", false).await;
+    let b2 = fetch_once(&proxy, "127.0.0.1", port, "b.example.test", true).await;
+    let a2 = fetch_once(&proxy, "127.0.0.1", port, "a.example.test", false).await;
+    assert!(a.starts_with("conn=1 sni=a.example.test"), "{a}");
+    assert!(b1.starts_with("conn=2 sni=b.example.test"), "{b1}");
+    assert!(b2.starts_with("conn=2 sni=b.example.test"), "{b2}");
+    assert!(a2.starts_with("conn=1 sni=a.example.test"), "{a2}");
+    assert_eq!(origin.handshakes(), 2);
 }

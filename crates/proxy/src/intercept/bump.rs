@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -304,8 +305,9 @@ impl Bumped {
             }
             _ => {
                 let mut seen = None;
+                let coalesce = self.state.config.coalesce_origin_connections;
                 let checkout = upstreams
-                    .acquire(key, &self.state.origin, &self.shared, &mut seen)
+                    .acquire(key, &self.state.origin, &self.shared, coalesce, &mut seen)
                     .await;
                 if checkout.is_err() {
                     self.set_cert(seen);
@@ -355,7 +357,12 @@ impl Bumped {
         let mut request = Request::from_parts(parts, crate::transport::boxed(body));
         let mut retried = false;
         let result = loop {
-            let Checkout { sender, cert, id } = match self.acquire(&key).await {
+            let Checkout {
+                sender,
+                cert,
+                id,
+                coalesced,
+            } = match self.acquire(&key).await {
                 Ok(checkout) => checkout,
                 Err(e) => {
                     ctx.set_upstream_cert(self.cert());
@@ -364,6 +371,9 @@ impl Bumped {
             };
             // The certificate of the origin connection carrying this very request.
             ctx.set_upstream_cert(Some(cert.clone()));
+            // Another name's connection may answer 421: a request without a body is sent again.
+            let replay = (coalesced && !retried && request.body().is_end_stream())
+                .then(|| head_only(&request));
             let shaped = match &sender {
                 Sender::H2(_) => to_h2(request, &authority, &path),
                 Sender::Http1(_) => to_http1(request, &authority, &path),
@@ -381,6 +391,20 @@ impl Bumped {
                 }
             };
             match sent {
+                // The origin does not serve this name on the connection it shares with another:
+                // from now on the name gets connections of its own.
+                Ok(response)
+                    if coalesced && response.status() == StatusCode::MISDIRECTED_REQUEST =>
+                {
+                    self.state.upstreams.uncoalesce(&key, id);
+                    match replay {
+                        Some(again) => {
+                            tracing::debug!("coalesced origin connection answered 421; sent again");
+                            (request, retried) = (again, true);
+                        }
+                        None => break Ok(response),
+                    }
+                }
                 Ok(response) => break Ok(response),
                 // Not written at all: the pooled connection was closing (the origin's keep-alive
                 // close, or its GOAWAY, raced with the request). Once more, on another connection.
@@ -554,4 +578,14 @@ impl hyper::service::Service<Request<Incoming>> for BumpService {
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.handle(req).await) })
     }
+}
+
+/// A copy of `request`'s head with an empty body, to send it again.
+fn head_only(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }

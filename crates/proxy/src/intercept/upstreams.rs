@@ -17,17 +17,27 @@
 //!   exists; it holds only a `Weak`).
 //! - Each pooled connection keeps the facts of its origin's certificate, so a request's flow names
 //!   the certificate of the connection that carried it.
+//! - Connection coalescing (RFC 9113 §9.1.1, as browsers do; on unless the listener turns it off):
+//!   a name with no connection of its own may use another name's HTTP/2 connection when that
+//!   connection's certificate was verified strictly and is valid for the name too (a wildcard or
+//!   a multi-name certificate), it goes to the same port, and its peer address is one the name
+//!   resolves to now and the destination guard permits. An origin that does not serve the name
+//!   there answers 421 (Misdirected Request); the name then gets connections of its own
+//!   ([`Upstreams::uncoalesce`]) and a request without a body is sent again on one.
 //!
 //! Dropping the pool's handle to a connection never cuts a request: hyper keeps an origin
 //! connection open while a request or response on it is in flight.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::server::ParsedCertificate;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::time::Instant;
 
 use super::origin::{OriginConn, OriginTls};
@@ -79,6 +89,9 @@ pub(crate) struct Checkout {
     pub cert: UpstreamCert,
     /// Names a shared h2 connection for [`Upstreams::forget`]; 0 for HTTP/1.1.
     pub id: u64,
+    /// The connection was opened for another name and carries this one's requests too (coalesced):
+    /// a 421 answer on it means the origin does not serve this name there.
+    pub coalesced: bool,
 }
 
 /// The listener's shared origin connections.
@@ -102,14 +115,55 @@ impl std::fmt::Debug for Upstreams {
 }
 
 struct Entry {
-    /// The shared h2 connection, its certificate facts and its number.
-    h2: Option<(http2::SendRequest<Body>, UpstreamCert, u64)>,
+    /// The shared h2 connection.
+    h2: Option<H2Conn>,
     http1: Vec<IdleHttp1>,
     /// The origin answered an offer of h2 with HTTP/1.1: offer only HTTP/1.1 from now on.
     http1_only: bool,
+    /// This key's requests may use another name's h2 connection (false once one answered 421).
+    coalesce: bool,
     /// Held while a connection that may turn out h2 is being opened, so one is opened, not many.
     dial: Arc<tokio::sync::Mutex<()>>,
     last_used: Instant,
+}
+
+/// A shared h2 connection: its request handle, certificate facts and number.
+#[derive(Clone)]
+struct H2Conn {
+    sender: http2::SendRequest<Body>,
+    cert: UpstreamCert,
+    id: u64,
+    /// Where it goes and what it was verified with, when it may carry other names' requests.
+    reach: Option<Arc<Reach>>,
+    /// Opened for another key (see [`Checkout::coalesced`]).
+    coalesced: bool,
+}
+
+/// What decides whether an h2 connection may carry another name's requests.
+struct Reach {
+    /// The origin address the connection went to.
+    peer: SocketAddr,
+    /// The origin's leaf, verified strictly (chain and name) when the connection was opened.
+    leaf: CertificateDer<'static>,
+}
+
+impl Reach {
+    /// The leaf is valid for `name` too (the same check as a handshake's).
+    fn covers(&self, name: &ServerName<'_>) -> bool {
+        ParsedCertificate::try_from(&self.leaf)
+            .is_ok_and(|cert| rustls::client::verify_server_name(&cert, name).is_ok())
+    }
+}
+
+impl H2Conn {
+    fn checkout(&self) -> Checkout {
+        Checkout {
+            sender: Sender::H2(self.sender.clone()),
+            cert: self.cert.clone(),
+            id: self.id,
+            coalesced: self.coalesced,
+        }
+    }
 }
 
 struct IdleHttp1 {
@@ -124,6 +178,7 @@ impl Entry {
             h2: None,
             http1: Vec::new(),
             http1_only: false,
+            coalesce: true,
             dial: Arc::new(tokio::sync::Mutex::new(())),
             last_used: now,
         }
@@ -137,13 +192,9 @@ impl Entry {
     /// A live h2 connection, else a ready idle HTTP/1.1 one (taken out).
     fn take(&mut self, now: Instant) -> Option<Checkout> {
         self.last_used = now;
-        if let Some((sender, cert, id)) = &self.h2 {
-            if !sender.is_closed() {
-                return Some(Checkout {
-                    sender: Sender::H2(sender.clone()),
-                    cert: cert.clone(),
-                    id: *id,
-                });
+        if let Some(h2) = &self.h2 {
+            if !h2.sender.is_closed() {
+                return Some(h2.checkout());
             }
             self.h2 = None;
         }
@@ -154,6 +205,7 @@ impl Entry {
             sender: Sender::Http1(idle.sender),
             cert: idle.cert,
             id: 0,
+            coalesced: false,
         })
     }
 
@@ -162,7 +214,7 @@ impl Entry {
         let h2_idle = self
             .h2
             .as_ref()
-            .is_some_and(|(sender, ..)| sender.is_closed() || self.last_used < cutoff);
+            .is_some_and(|h2| h2.sender.is_closed() || self.last_used < cutoff);
         if h2_idle {
             self.h2 = None;
         }
@@ -196,26 +248,40 @@ impl Upstreams {
         idle
     }
 
-    /// A request handle for `key`: the shared h2 connection, an idle HTTP/1.1 one, or a new
-    /// connection (verified by `origin`; `seen` gets the origin's certificate facts as
+    /// A request handle for `key`: the shared h2 connection, an idle HTTP/1.1 one, another name's
+    /// h2 connection that may carry this one's requests (with `coalesce`, see the module's notes),
+    /// or a new connection (verified by `origin`; `seen` gets the origin's certificate facts as
     /// [`OriginTls::connect`] gives them).
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         key: &Key,
         origin: &OriginTls,
         shared: &Arc<Shared>,
+        coalesce: bool,
         seen: &mut Option<UpstreamCert>,
     ) -> Result<Checkout, ConnError> {
         self.start_sweeper();
-        let dial = {
+        let (dial, candidates) = {
             let mut entries = self.lock();
             let now = Instant::now();
             if let Some(found) = self.take(&mut entries, key, now) {
                 return Ok(found);
             }
             let entry = self.entry(&mut entries, key, now);
-            (!entry.http1_only).then(|| entry.dial.clone())
+            let dial = (!entry.http1_only).then(|| entry.dial.clone());
+            let coalesce = coalesce && entry.coalesce && dial.is_some() && !key.accepts_invalid;
+            let candidates = if coalesce {
+                coalescable(&entries, key.port)
+            } else {
+                Vec::new()
+            };
+            (dial, candidates)
         };
+        if !candidates.is_empty()
+            && let Some(found) = self.coalesce(key, candidates, shared).await
+        {
+            return Ok(found);
+        }
         // A connection that may be h2 is opened by one client at a time per key; the others wait
         // for that attempt (at most as long as opening one may take) and then share its
         // connection. When it brought none (the origin failed, or chose HTTP/1.1 and the
@@ -271,6 +337,15 @@ impl Upstreams {
     ) -> Result<Checkout, ConnError> {
         let cert = conn.cert;
         let h2 = conn.alpn.as_deref() == Some(ALPN_H2);
+        // Only a strictly verified connection may carry other names' requests.
+        let strict = !key.accepts_invalid && conn.accepted_invalid.is_none();
+        let reach = match conn.tls.get_ref().0.peer_addr() {
+            Ok(peer) if strict => Some(Arc::new(Reach {
+                peer,
+                leaf: conn.leaf,
+            })),
+            _ => None,
+        };
         let io = TokioIo::new(conn.tls);
         if h2 {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
@@ -287,16 +362,19 @@ impl Upstreams {
                 }
             });
             let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut entries = self.lock();
-            let entry = self.entry(&mut entries, key, Instant::now());
-            if entry.h2.as_ref().is_none_or(|(s, ..)| s.is_closed()) {
-                entry.h2 = Some((sender.clone(), cert.clone(), id));
-            }
-            return Ok(Checkout {
-                sender: Sender::H2(sender),
+            let conn = H2Conn {
+                sender,
                 cert,
                 id,
-            });
+                reach,
+                coalesced: false,
+            };
+            let mut entries = self.lock();
+            let entry = self.entry(&mut entries, key, Instant::now());
+            if entry.h2.as_ref().is_none_or(|h2| h2.sender.is_closed()) {
+                entry.h2 = Some(conn.clone());
+            }
+            return Ok(conn.checkout());
         }
         let (sender, connection) = http1::handshake(io)
             .await
@@ -314,14 +392,83 @@ impl Upstreams {
             sender: Sender::Http1(sender),
             cert,
             id: 0,
+            coalesced: false,
         })
+    }
+
+    /// `candidates` (live, strictly verified h2 connections to `key.port`) narrowed to one that
+    /// may carry `key`'s requests: its certificate is valid for `key.name`, and its peer is an
+    /// address `key.host` resolves to now that the destination guard permits. That connection
+    /// becomes `key`'s shared one. `None` when none qualifies (or the name does not resolve in
+    /// time: opening a connection of its own then reports why).
+    async fn coalesce(
+        &self,
+        key: &Key,
+        candidates: Vec<H2Conn>,
+        shared: &Shared,
+    ) -> Option<Checkout> {
+        let name = ServerName::try_from(key.name.as_str()).ok()?;
+        let covering: Vec<H2Conn> = candidates
+            .into_iter()
+            .filter(|c| c.reach.as_ref().is_some_and(|r| r.covers(&name)))
+            .collect();
+        if covering.is_empty() {
+            return None;
+        }
+        let resolving = shared.resolver.resolve(&key.host, key.port);
+        let addrs = tokio::time::timeout(shared.timeouts.connect, resolving)
+            .await
+            .ok()?
+            .ok()?;
+        let chosen = covering.into_iter().find(|c| {
+            c.reach.as_ref().is_some_and(|r| {
+                let peer = r.peer.ip().to_canonical();
+                shared.guard.permits(peer)
+                    && addrs
+                        .iter()
+                        .any(|a| a.port() == r.peer.port() && a.ip().to_canonical() == peer)
+            })
+        })?;
+        let mut entries = self.lock();
+        let entry = self.entry(&mut entries, key, Instant::now());
+        if !entry.coalesce {
+            return None; // it answered 421 meanwhile
+        }
+        let h2 = match &entry.h2 {
+            // A connection of its own appeared meanwhile.
+            Some(own) if !own.sender.is_closed() => own.clone(),
+            _ => {
+                let h2 = H2Conn {
+                    coalesced: true,
+                    ..chosen
+                };
+                entry.h2 = Some(h2.clone());
+                h2
+            }
+        };
+        Some(h2.checkout())
     }
 
     /// Stops sharing h2 connection `id` of `key` (it refused a request: it is going away).
     pub(crate) fn forget(&self, key: &Key, id: u64) {
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(key)
-            && entry.h2.as_ref().is_some_and(|(.., shared)| *shared == id)
+            && entry.h2.as_ref().is_some_and(|h2| h2.id == id)
+        {
+            entry.h2 = None;
+        }
+    }
+
+    /// The origin answered 421 (Misdirected Request) for `key` on coalesced connection `id`: it
+    /// does not serve `key.name` there. From now on `key` gets connections of its own.
+    pub(crate) fn uncoalesce(&self, key: &Key, id: u64) {
+        let mut entries = self.lock();
+        let entry = self.entry(&mut entries, key, Instant::now());
+        entry.coalesce = false;
+        if entry
+            .h2
+            .as_ref()
+            .is_some_and(|h2| h2.coalesced && h2.id == id)
         {
             entry.h2 = None;
         }
@@ -398,6 +545,22 @@ impl Upstreams {
         let pool = Arc::downgrade(self);
         tokio::spawn(sweeper(pool));
     }
+}
+
+/// The distinct live h2 connections to `port` that were verified strictly: those that might
+/// carry another name's requests (one clone each; O(keys), only when a key has no connection).
+fn coalescable(entries: &HashMap<Key, Entry>, port: u16) -> Vec<H2Conn> {
+    let mut ids = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for (key, entry) in entries {
+        let Some(h2) = &entry.h2 else { continue };
+        let same_port =
+            key.port == port && h2.reach.as_ref().is_some_and(|r| r.peer.port() == port);
+        if same_port && !key.accepts_invalid && !h2.sender.is_closed() && ids.insert(h2.id) {
+            found.push(h2.clone());
+        }
+    }
+    found
 }
 
 /// Drops the least recently used key, preferring one nobody is opening a connection for; returns

@@ -393,6 +393,8 @@ pub fn explicit_interceptor(
         }),
         upstream_roots: tlsgate_proxy::tls::upstream_roots(Some(&[origin_root])).unwrap(),
         danger_accept_invalid_upstream_certs: Vec::new(),
+        coalesce_origin_connections:
+            tlsgate_proxy::config::InterceptListener::DEFAULT_COALESCE_ORIGIN_CONNECTIONS,
     }
 }
 

@@ -134,6 +134,11 @@ pub struct ListenerFile {
     /// `intercept`: host patterns whose invalid certificates are accepted (labs only).
     #[serde(default)]
     pub danger_accept_invalid_upstream_certs: Option<Vec<String>>,
+    /// `intercept`: let a name share another name's HTTP/2 origin connection when that
+    /// connection's certificate covers it and its address is one the name resolves to (default
+    /// true, as browsers do).
+    #[serde(default)]
+    pub coalesce_origin_connections: Option<bool>,
     /// `intercept`: ordered rules, first match wins.
     #[serde(default)]
     pub rules: Option<Vec<Lenient<InterceptRuleFile>>>,

@@ -98,6 +98,7 @@ pub fn default_intercept(listen: SocketAddr, ca_dir: &Path) -> Result<Config, Ve
         certs: None,
         upstream_ca: None,
         danger_accept_invalid_upstream_certs: None,
+        coalesce_origin_connections: None,
         rules: None,
         default_action: None,
         policy: None,

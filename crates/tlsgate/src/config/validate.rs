@@ -488,6 +488,10 @@ impl Validator<'_> {
                 "danger_accept_invalid_upstream_certs",
                 listener.danger_accept_invalid_upstream_certs.is_some(),
             ),
+            (
+                "coalesce_origin_connections",
+                listener.coalesce_origin_connections.is_some(),
+            ),
             ("rules", listener.rules.is_some()),
             ("default_action", listener.default_action.is_some()),
             ("policy", listener.policy.is_some()),
@@ -503,6 +507,7 @@ impl Validator<'_> {
                 "certs",
                 "upstream_ca",
                 "danger_accept_invalid_upstream_certs",
+                "coalesce_origin_connections",
                 "rules",
                 "default_action",
                 "policy",
@@ -632,6 +637,9 @@ impl Validator<'_> {
             }),
             upstream_roots: upstream_roots?,
             danger_accept_invalid_upstream_certs: danger?,
+            coalesce_origin_connections: listener
+                .coalesce_origin_connections
+                .unwrap_or(InterceptListener::DEFAULT_COALESCE_ORIGIN_CONNECTIONS),
         };
         // What `run` builds when binding (leaf minting, origin verifier, client-facing TLS), so
         // `check` proves it works.
@@ -1653,6 +1661,7 @@ limits: {max_connections: lots}
         assert_eq!(p.certs.cache_capacity, CertSettings::DEFAULT_CACHE_CAPACITY);
         assert_eq!(p.certs.cache_ttl, CertSettings::DEFAULT_CACHE_TTL);
         assert!(p.danger_accept_invalid_upstream_certs.is_empty());
+        assert!(p.coalesce_origin_connections);
         let debug = format!("{:?}", p.certs.ca);
         assert!(
             debug.contains("tlsgate test interception CA") && !debug.contains("PRIVATE"),
@@ -1726,6 +1735,7 @@ listeners:
     certs: {strategy: upstream-first, lifetime: 2d, cache_size: 5, cache_ttl: 12h}
     upstream_ca: roots.pem
     danger_accept_invalid_upstream_certs: [lab.example.com, "*.test.example"]
+    coalesce_origin_connections: false
     rules:
       - {match: "*.bank.example", ports: [443, 8443], action: splice}
       - {match: blocked.example.com, action: deny}
@@ -1745,6 +1755,7 @@ listeners:
             .map(ToString::to_string)
             .collect();
         assert_eq!(danger, ["lab.example.com", "*.test.example"]);
+        assert!(!p.coalesce_origin_connections);
         let rules: Vec<(String, Vec<u16>, InterceptAction)> = p
             .rules
             .rules
