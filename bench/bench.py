@@ -400,7 +400,8 @@ allow_destinations: [127.0.0.0/8]
 limits:
   max_connections: 100000
 """ + source_limits(bin_, d))
-    return [Proc("tlsgate-intercept", [bin_, "run", "--config", cfg], d, {"RUST_LOG": "warn"},
+    log = os.environ.get("BENCH_TLSGATE_LOG", "warn")  # e.g. tlsgate_proxy::intercept=debug
+    return [Proc("tlsgate-intercept", [bin_, "run", "--config", cfg], d, {"RUST_LOG": log},
                  port=ports["tg_icept"])]
 
 

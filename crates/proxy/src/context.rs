@@ -50,8 +50,13 @@ impl Shared {
     /// Refuses `host:port` at once when every address it resolves to (within the connect timeout)
     /// is forbidden by the destination guard, so an explicit CONNECT gets 403 instead of 200 and a
     /// later failure. Not a substitute for [`Shared::connect`], which checks the addresses it
-    /// actually connects to (a name may resolve differently by then: DNS rebinding).
-    pub async fn vet_destination(&self, host: &str, port: u16) -> Result<(), ConnError> {
+    /// actually connects to (a name may resolve differently by then: DNS rebinding). `Ok` holds
+    /// the addresses resolved (permitted or not).
+    pub async fn vet_destination(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, ConnError> {
         let resolving = self.resolver.resolve(host, port);
         let addrs = tokio::time::timeout(self.timeouts.connect, resolving)
             .await
@@ -60,7 +65,7 @@ impl Shared {
             Some(forbidden) if addrs.iter().all(|a| !self.guard.permits(a.ip())) => {
                 Err(ConnError::PolicyDestinationForbidden(forbidden.ip()))
             }
-            _ => Ok(()),
+            _ => Ok(addrs),
         }
     }
 

@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use super::certs::FixedCert;
 use super::explicit::refuse;
 use super::origin::OriginConn;
-use super::upstreams::{Checkout, Key, Sender};
+use super::upstreams::{Checkout, Coalescing, Key, Sender};
 use super::{ALERT_INTERNAL_ERROR, InterceptState, Target, new_ctx, tls_alert};
 use crate::config::{CertStrategy, InterceptAction};
 use crate::context::{ConnCtx, HttpFacts, Shared};
@@ -163,6 +163,7 @@ pub(crate) async fn serve<S>(
     let first_offered_h2 = client_alpn.iter().any(|p| p == ALPN_H2);
     let bumped = Arc::new(Bumped {
         first: std::sync::Mutex::new(first_origin),
+        vetted: std::sync::Mutex::new(Some(target.vetted)),
         first_offered_h2,
         name,
         by_host,
@@ -214,6 +215,9 @@ struct Bumped {
     first: std::sync::Mutex<Option<OriginConn>>,
     /// Whether h2 was offered on `first` (only if the client offered it).
     first_offered_h2: bool,
+    /// What `host` resolved to when the CONNECT was vetted: the first request's look for a
+    /// coalescable origin connection uses it (later ones resolve afresh).
+    vetted: std::sync::Mutex<Option<Vec<SocketAddr>>>,
     state: Arc<InterceptState>,
     shared: Arc<Shared>,
 }
@@ -305,9 +309,20 @@ impl Bumped {
             }
             _ => {
                 let mut seen = None;
-                let coalesce = self.state.config.coalesce_origin_connections;
+                let vetted = self
+                    .vetted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                    // Only addresses of the very host the key connects to.
+                    .filter(|addrs| !addrs.is_empty() && key.host == self.host);
+                let coalescing = if self.state.config.coalesce_origin_connections {
+                    Coalescing::On { resolved: vetted }
+                } else {
+                    Coalescing::Off
+                };
                 let checkout = upstreams
-                    .acquire(key, &self.state.origin, &self.shared, coalesce, &mut seen)
+                    .acquire(key, &self.state.origin, &self.shared, coalescing, &mut seen)
                     .await;
                 if checkout.is_err() {
                     self.set_cert(seen);

@@ -85,17 +85,23 @@ impl ExplicitService {
         };
         // A forbidden destination (loopback, private, metadata...) is refused before the 200,
         // without any connection attempt.
-        if action != InterceptAction::Deny
-            && let Err(refusal) = self.shared.vet_destination(&host, port).await
-        {
-            ctx.mode = Mode::Deny;
-            return refuse(ctx, &self.shared, status_for(&refusal), refusal);
-        }
+        let vetted = if action == InterceptAction::Deny {
+            Vec::new()
+        } else {
+            match self.shared.vet_destination(&host, port).await {
+                Ok(addrs) => addrs,
+                Err(refusal) => {
+                    ctx.mode = Mode::Deny;
+                    return refuse(ctx, &self.shared, status_for(&refusal), refusal);
+                }
+            }
+        };
         let target = Target {
             host: Some(host),
             ip: None,
             port,
             decided: Some(action),
+            vetted,
         };
         let on_upgrade = hyper::upgrade::on(req);
         let (state, shared) = (self.state.clone(), self.shared.clone());
@@ -135,6 +141,7 @@ impl hyper::service::Service<Request<Incoming>> for ExplicitService {
                 ip: None,
                 port: authority.port_u16().unwrap_or(80),
                 decided: None,
+                vetted: Vec::new(),
             };
             let plain = PlainHttp::new(target, this.listener, this.client, this.state, this.shared);
             Ok(plain.forward(req).await)

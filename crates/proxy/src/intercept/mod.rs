@@ -204,6 +204,10 @@ pub(crate) struct Target {
     pub port: u16,
     /// Explicit mode decides on the CONNECT host before any TLS; transparent decides on the SNI.
     pub decided: Option<InterceptAction>,
+    /// What the CONNECT host resolved to when it was vetted, moments before (explicit mode; else
+    /// empty): a bumped connection's first look for a coalescable origin connection uses it
+    /// instead of resolving again.
+    pub vetted: Vec<SocketAddr>,
 }
 
 impl Target {

@@ -53,6 +53,7 @@ pub async fn serve(
         ip: Some(original.ip()),
         port: original.port(),
         decided: None,
+        vetted: Vec::new(),
     };
     handle_stream(tcp, target, ctx, state, shared).await;
 }

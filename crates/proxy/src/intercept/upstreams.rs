@@ -83,6 +83,16 @@ pub(crate) enum Sender {
     Http1(http1::SendRequest<Body>),
 }
 
+/// Whether [`Upstreams::acquire`] may use another name's h2 connection for a key without one.
+pub(crate) enum Coalescing {
+    Off,
+    /// `resolved`: what the key's host resolved to moments ago; `None`: resolve it when a
+    /// candidate connection's certificate covers the name.
+    On {
+        resolved: Option<Vec<SocketAddr>>,
+    },
+}
+
 /// A request handle with the certificate facts of the origin connection behind it.
 pub(crate) struct Checkout {
     pub sender: Sender,
@@ -249,7 +259,7 @@ impl Upstreams {
     }
 
     /// A request handle for `key`: the shared h2 connection, an idle HTTP/1.1 one, another name's
-    /// h2 connection that may carry this one's requests (with `coalesce`, see the module's notes),
+    /// h2 connection that may carry this one's requests ([`Coalescing`], see the module's notes),
     /// or a new connection (verified by `origin`; `seen` gets the origin's certificate facts as
     /// [`OriginTls::connect`] gives them).
     pub(crate) async fn acquire(
@@ -257,7 +267,7 @@ impl Upstreams {
         key: &Key,
         origin: &OriginTls,
         shared: &Arc<Shared>,
-        coalesce: bool,
+        coalescing: Coalescing,
         seen: &mut Option<UpstreamCert>,
     ) -> Result<Checkout, ConnError> {
         self.start_sweeper();
@@ -269,8 +279,8 @@ impl Upstreams {
             }
             let entry = self.entry(&mut entries, key, now);
             let dial = (!entry.http1_only).then(|| entry.dial.clone());
-            let coalesce = coalesce && entry.coalesce && dial.is_some() && !key.accepts_invalid;
-            let candidates = if coalesce {
+            let may = entry.coalesce && dial.is_some() && !key.accepts_invalid;
+            let candidates = if may && let Coalescing::On { .. } = coalescing {
                 coalescable(&entries, key.port)
             } else {
                 Vec::new()
@@ -278,7 +288,8 @@ impl Upstreams {
             (dial, candidates)
         };
         if !candidates.is_empty()
-            && let Some(found) = self.coalesce(key, candidates, shared).await
+            && let Coalescing::On { resolved } = coalescing
+            && let Some(found) = self.coalesce(key, candidates, resolved, shared).await
         {
             return Ok(found);
         }
@@ -362,6 +373,7 @@ impl Upstreams {
                 }
             });
             let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::debug!(name = %key.name, id, coalescable = reach.is_some(), "origin h2 connection opened");
             let conn = H2Conn {
                 sender,
                 cert,
@@ -398,13 +410,14 @@ impl Upstreams {
 
     /// `candidates` (live, strictly verified h2 connections to `key.port`) narrowed to one that
     /// may carry `key`'s requests: its certificate is valid for `key.name`, and its peer is an
-    /// address `key.host` resolves to now that the destination guard permits. That connection
-    /// becomes `key`'s shared one. `None` when none qualifies (or the name does not resolve in
-    /// time: opening a connection of its own then reports why).
+    /// address `key.host` resolves to now (`resolved`, else resolved here) that the destination
+    /// guard permits. That connection becomes `key`'s shared one. `None` when none qualifies (or
+    /// the name does not resolve in time: opening a connection of its own then reports why).
     async fn coalesce(
         &self,
         key: &Key,
         candidates: Vec<H2Conn>,
+        resolved: Option<Vec<SocketAddr>>,
         shared: &Shared,
     ) -> Option<Checkout> {
         let name = ServerName::try_from(key.name.as_str()).ok()?;
@@ -415,11 +428,16 @@ impl Upstreams {
         if covering.is_empty() {
             return None;
         }
-        let resolving = shared.resolver.resolve(&key.host, key.port);
-        let addrs = tokio::time::timeout(shared.timeouts.connect, resolving)
-            .await
-            .ok()?
-            .ok()?;
+        let addrs = match resolved {
+            Some(addrs) => addrs,
+            None => {
+                let resolving = shared.resolver.resolve(&key.host, key.port);
+                tokio::time::timeout(shared.timeouts.connect, resolving)
+                    .await
+                    .ok()?
+                    .ok()?
+            }
+        };
         let chosen = covering.into_iter().find(|c| {
             c.reach.as_ref().is_some_and(|r| {
                 let peer = r.peer.ip().to_canonical();
@@ -438,6 +456,7 @@ impl Upstreams {
             // A connection of its own appeared meanwhile.
             Some(own) if !own.sender.is_closed() => own.clone(),
             _ => {
+                tracing::debug!(name = %key.name, id = chosen.id, "coalesced onto an origin h2 connection");
                 let h2 = H2Conn {
                     coalesced: true,
                     ..chosen
@@ -556,7 +575,8 @@ fn coalescable(entries: &HashMap<Key, Entry>, port: u16) -> Vec<H2Conn> {
         let Some(h2) = &entry.h2 else { continue };
         let same_port =
             key.port == port && h2.reach.as_ref().is_some_and(|r| r.peer.port() == port);
-        if same_port && !key.accepts_invalid && !h2.sender.is_closed() && ids.insert(h2.id) {
+        // Many keys may hold one coalesced connection: each is looked at once.
+        if same_port && !key.accepts_invalid && ids.insert(h2.id) && !h2.sender.is_closed() {
             found.push(h2.clone());
         }
     }
