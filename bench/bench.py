@@ -452,6 +452,19 @@ def start_mitmproxy(d, venv, ports):
 
 # ---------------------------------------------------------------- load
 
+def interrupt(p, within):
+    """SIGINT to a `perf` process, so it writes its output; killed if it takes longer than `within`.
+    True when it finished by itself."""
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(within)
+        return True
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(STOP_TIMEOUT)
+        return False
+
+
 class Bench:
     def __init__(self, d, root, venv):
         self.d = d
@@ -465,6 +478,7 @@ class Bench:
         self.results = []  # dicts: scenario, tool, rep, + load report + cpu_s
         self.scenarios = None  # None: all; else a set of ids ("T3", "I2", "M1")
         self.perf_dir = None  # set: record a CPU profile of tlsgate in each of its timed runs
+        self.count_syscalls = False  # set: count system calls and context switches in every timed run
         self.limits = {}
 
     def wanted(self, scenario):
@@ -487,16 +501,14 @@ class Bench:
         duration = duration or PARAMS["duration"]
         pids = [p.pid for p in procs]
         perf = self.start_perf(scenario, tool, rep, pids)
+        stat = self.start_stat(pids)
         c0 = cpu_seconds(pids)
         r = self.load(args, duration)
         r["cpu_s"] = cpu_seconds(pids) - c0
+        if stat:
+            r["kernel"] = self.stop_stat(*stat)
         if perf:
-            perf.send_signal(signal.SIGINT)
-            try:
-                perf.wait(60)
-            except subprocess.TimeoutExpired:
-                perf.kill()
-                perf.wait(STOP_TIMEOUT)
+            interrupt(perf, 60)
         r.update(scenario=scenario, tool=tool, rep=rep)
         self.results.append(r)
         errs = r.get("errors") or {}
@@ -517,6 +529,34 @@ class Bench:
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # let perf attach before the load starts
         return p
+
+    # What a unit of work costs in kernel crossings: every system call, every time a thread of the
+    # measured processes is switched out (blocking or preempted), every wake-up it issues.
+    STAT_EVENTS = {"raw_syscalls:sys_enter": "syscalls", "sched:sched_switch": "switches",
+                   "sched:sched_wakeup": "wakeups"}
+
+    def start_stat(self, pids):
+        """`perf stat` counting STAT_EVENTS over every process of the tool (all their threads)."""
+        if not self.count_syscalls:
+            return None
+        every = sorted({p for root in pids for p in pid_tree(root)})
+        out = f"{self.d}/perf-stat.csv"
+        cmd = ["perf", "stat", "-x", ",", "-o", out, "-e", ",".join(self.STAT_EVENTS),
+               "-p", ",".join(str(p) for p in every)]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # let perf attach before the load starts
+        return p, out
+
+    def stop_stat(self, p, out):
+        if not interrupt(p, 30):
+            return None
+        counts = {}
+        with open(out) as f:
+            for line in f:
+                fields = line.strip().split(",")
+                if len(fields) > 2 and fields[2] in self.STAT_EVENTS and fields[0].isdigit():
+                    counts[self.STAT_EVENTS[fields[2]]] = int(fields[0])
+        return counts or None
 
     def hold(self, scenario, tool, procs, args):
         """M1: open PARAMS['hold'] connections, read the tool's RSS before and while they idle."""
@@ -730,6 +770,9 @@ def summarize(results):
         s["cpu_per_req_us"] = med([r["cpu_s"] / r["requests_ok"] * 1e6 for r in ok if r["requests_ok"]])
         s["cpu_per_gb"] = med([r["cpu_s"] / (r["bytes"] / 1e9) for r in ok if r["bytes"]])
         s["cpu_s"] = med([r["cpu_s"] for r in ok])
+        for what in Bench.STAT_EVENTS.values():
+            s[f"{what}_per_req"] = med([r["kernel"][what] / r["requests_ok"] for r in ok
+                                        if (r.get("kernel") or {}).get(what) is not None and r["requests_ok"]])
         key = "bytes_per_s" if scen == "T1" else "req_per_s"
         ratios = []
         for r in ok:
@@ -793,6 +836,25 @@ def i2_rows(summary, tools):
         cpu.append(f"{(first['cpu_s'] - rep['cpu_s']) / PARAMS['names'] * 1000:.2f} ms")
     lines.append("| extra latency of a first-seen name (p50) | " + " | ".join(extra) + " |")
     lines.append("| extra CPU per new name | " + " | ".join(cpu) + " |")
+    return "\n".join(lines)
+
+
+def kernel_rows(summary, scenarios, tools):
+    """`--syscalls`: system calls · context switches · wake-ups per request (T1: per MB)."""
+    lines = ["| per request (T1: per MB) | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
+    for scen in scenarios:
+        cells = []
+        for t in tools:
+            s = summary.get((scen, t))
+            if not s or s.get("syscalls_per_req") is None:
+                cells.append("–")
+                continue
+            per = 1.0
+            if scen == "T1" and s.get("bytes_per_s"):
+                per = s["req_per_s"] / s["bytes_per_s"] * 1e6  # requests per MB
+            cells.append(" · ".join(f"{fmt(s[f'{w}_per_req'] and s[f'{w}_per_req'] * per, '.2f')}"
+                                    for w in Bench.STAT_EVENTS.values()))
+        lines.append(f"| {scen} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -900,6 +962,13 @@ def report(summary, started, b):
         "",
         table(summary, ["M1 intercept"], icept_tools[1:]),
         "",
+        *(["## Kernel crossings (`--syscalls`)", "",
+           "Cells: system calls · context switches (a thread of the tool switched out: blocked or "
+           "preempted) · wake-ups it issued, per request (T2, I3: per connection; T1: per MB), counted by "
+           "`perf stat` over all the tool's processes (direct: the origin's). Counting adds some overhead: "
+           "compare these runs with each other, not with runs without `--syscalls`.", "",
+           kernel_rows(summary, ["T1", "T2", "T3", "T4"], tun_tools), "",
+           kernel_rows(summary, ["I1 h1", "I1 h2", "I3"], icept_tools), ""] if b.count_syscalls else []),
         "## Limits of this machine (one core)",
         "",
         limits_text(b, summary),
@@ -922,6 +991,8 @@ def main():
     ap.add_argument("--scenarios", default="", help="comma-separated ids to run (T1,T2,T3,T4,I1,I2,I3,M1); default all")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--perf", default="", help="directory for perf profiles of tlsgate's timed runs")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count system calls, context switches and wake-ups per unit of work (perf stat)")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     started = time.time()
@@ -936,6 +1007,7 @@ def main():
     if args.perf:
         os.makedirs(args.perf, exist_ok=True)
         b.perf_dir = args.perf
+    b.count_syscalls = args.syscalls
     running = {}
 
     def start(key):
