@@ -321,6 +321,8 @@ pub struct Flows {
     tx: broadcast::Sender<Arc<FlowRecord>>,
     metrics: Arc<Metrics>,
     redaction: Arc<Redaction>,
+    /// Filled in `emit` itself: no task to wake per record, and the ring never lags the bus.
+    ring: Option<Arc<ring::FlowRing>>,
 }
 
 impl Flows {
@@ -330,7 +332,14 @@ impl Flows {
             tx,
             metrics: Arc::new(Metrics::default()),
             redaction: Arc::default(),
+            ring: None,
         }
+    }
+
+    /// The bus with every emitted record also kept in `ring` (the admin API's `/flows`).
+    pub fn with_ring(mut self, ring: Arc<ring::FlowRing>) -> Self {
+        self.ring = Some(ring);
+        self
     }
 
     /// The bus with `redaction` applied to every record emitted.
@@ -354,8 +363,12 @@ impl Flows {
         self.redaction.apply(&mut record);
         log_record(&record, error);
         self.metrics.count_flow(&record);
+        let record = Arc::new(record);
+        if let Some(ring) = &self.ring {
+            ring.push(record.clone());
+        }
         // No subscriber is fine: send only fails when nobody listens.
-        let _ = self.tx.send(Arc::new(record));
+        let _ = self.tx.send(record);
     }
 }
 
@@ -454,10 +467,13 @@ mod tests {
 
     #[tokio::test]
     async fn emit_redacts_configured_headers_and_queries_and_audits() {
-        let flows = Flows::new(8).with_redaction(Redaction {
-            headers: vec![http::HeaderName::from_static("x-api-key")],
-            url_query: true,
-        });
+        let ring = Arc::new(ring::FlowRing::new(4));
+        let flows = Flows::new(8)
+            .with_redaction(Redaction {
+                headers: vec![http::HeaderName::from_static("x-api-key")],
+                url_query: true,
+            })
+            .with_ring(ring.clone());
         let mut rx = flows.subscribe();
         let shared = crate::context::Shared {
             timeouts: Default::default(),
@@ -487,7 +503,11 @@ mod tests {
             rule: Some("r".into()),
         }));
         ctx.finish(&shared, crate::io::Moved::default(), &Ok(()));
+        // The ring has the record as soon as it is emitted (no task in between), redacted.
+        let kept = ring.snapshot(&filter::FlowFilter::default(), None);
+        assert_eq!(kept.len(), 1);
         let record = rx.recv().await.unwrap();
+        assert!(Arc::ptr_eq(&kept[0], &record));
         let http = record.http.as_ref().unwrap();
         assert_eq!(http.url, "https://h.example/p");
         let value = |k: &str| http.headers.iter().find(|(n, _)| n == k).unwrap().1.clone();

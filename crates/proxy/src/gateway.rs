@@ -63,9 +63,8 @@ pub struct Gateway {
     /// Per interception listener (by index): minting store, origin verifier.
     intercepts: HashMap<usize, Arc<InterceptState>>,
     flows: Flows,
-    /// Recent records for the admin API, and the bus receiver that will fill it (taken in `run`).
+    /// Recent records for the admin API, filled by `Flows::emit`.
     ring: Arc<FlowRing>,
-    ring_feed: broadcast::Receiver<Arc<FlowRecord>>,
     admin: Option<TcpListener>,
     reloader: Arc<Reloader>,
 }
@@ -110,12 +109,13 @@ impl Gateway {
                 })?),
                 None => None,
             };
+        let ring = Arc::new(FlowRing::new(config.visibility.flows.ring_size));
         let flows = Flows::new(FLOW_BUS_CAPACITY)
-            .with_redaction(crate::flow::Redaction::from(&config.visibility.flows));
+            .with_redaction(crate::flow::Redaction::from(&config.visibility.flows))
+            .with_ring(ring.clone());
         Ok(Self {
             reloader: Arc::new(Reloader::new(flows.clone())),
-            ring: Arc::new(FlowRing::new(config.visibility.flows.ring_size)),
-            ring_feed: flows.subscribe(),
+            ring,
             config,
             sockets,
             intercepts,
@@ -202,11 +202,6 @@ impl Gateway {
         let admin_stop = CancellationToken::new();
         let _stop_admin = admin_stop.clone().drop_guard();
         let config_summary = self.config_summary();
-        tokio::spawn(self.ring.clone().feed(
-            self.ring_feed,
-            self.flows.metrics().clone(),
-            admin_stop.clone(),
-        ));
         let access_log = self.config.visibility.access_log.clone().map(|target| {
             let (rx, metrics) = (self.flows.subscribe(), self.flows.metrics().clone());
             tokio::spawn(crate::flow::access_log::run(

@@ -1,10 +1,7 @@
-//! The most recent flow records, for `/flows`: a bounded ring fed from the bus by one task.
+//! The most recent flow records, for `/flows`: a bounded ring that `Flows::emit` fills as it publishes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-
-use tokio::sync::broadcast::{self, error::RecvError};
-use tokio_util::sync::CancellationToken;
 
 use super::FlowRecord;
 use super::filter::FlowFilter;
@@ -58,27 +55,6 @@ impl FlowRing {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Copies every record from `rx` into the ring until `stop`; if it ever falls behind the bus,
-    /// the records it missed are counted in `lost`.
-    pub async fn feed(
-        self: Arc<Self>,
-        mut rx: broadcast::Receiver<Arc<FlowRecord>>,
-        metrics: Arc<crate::metrics::Metrics>,
-        stop: CancellationToken,
-    ) {
-        loop {
-            let next = tokio::select! {
-                next = rx.recv() => next,
-                () = stop.cancelled() => return,
-            };
-            match next {
-                Ok(record) => self.push(record),
-                Err(RecvError::Lagged(n)) => metrics.count_lost(n),
-                Err(RecvError::Closed) => return,
-            }
-        }
     }
 }
 
