@@ -217,16 +217,22 @@ impl Drop for ChildGuard {
     }
 }
 
-#[test]
-fn run_prints_bound_listeners_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_example_pki(dir.path());
-    let config = dir.path().join("relay.yaml");
+/// A relay config on an ephemeral loopback port, with the example PKI, in `dir`.
+fn relay_config(dir: &Path) -> PathBuf {
+    write_example_pki(dir);
+    let config = dir.join("relay.yaml");
     write(
         &config,
         "listeners:\n  - name: relay\n    kind: relay\n    listen: 127.0.0.1:0\n    tls: {cert: certs/relay.pem, key: certs/relay.key}\n    routes: [{match: a.example.com, tls: \"a.example.com:443\"}]\n",
         0o644,
     );
+    config
+}
+
+#[test]
+fn run_prints_bound_listeners_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = relay_config(dir.path());
     let child = Command::new(env!("CARGO_BIN_EXE_tlsgate"))
         .args([
             "run",
@@ -626,4 +632,63 @@ fn run_without_config_falls_back_to_home_for_the_ca() {
         lines[3]
     );
     terminate(&mut child);
+}
+
+/// The names of `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|comm| comm.trim().to_owned())
+        .collect()
+}
+
+/// Waits (5 s at most) until `pid` has `want` threads named like tokio's runtime workers.
+/// tokio creates them while it builds the runtime, but a new thread names itself only once it
+/// first runs, which on a loaded machine can come after the process has printed its listeners.
+fn wait_for_worker_threads(pid: u32, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let names = thread_names(pid);
+        let workers = names.iter().filter(|n| *n == "tokio-rt-worker").count();
+        if workers == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{workers} runtime workers, want {want}; threads: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn run_serves_with_the_workers_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = relay_config(dir.path());
+    for workers in [1, 3] {
+        let child = Command::new(env!("CARGO_BIN_EXE_tlsgate"))
+            .args(["run", "--config", &config.to_string_lossy()])
+            .args(["--log-level", "warn", "--workers", &workers.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tlsgate run");
+        let mut child = ChildGuard(child);
+        let mut line = String::new();
+        BufReader::new(child.0.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("read stdout");
+        assert!(line.starts_with("listening: relay "), "{line:?}");
+        wait_for_worker_threads(child.0.id(), workers);
+        terminate(&mut child);
+    }
+
+    let output = tlsgate(&["run", "--workers", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("0 is not in 1..=1024"),
+        "{}",
+        stderr(&output)
+    );
 }

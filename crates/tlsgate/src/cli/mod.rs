@@ -110,6 +110,12 @@ struct RunArgs {
     /// Log filter, e.g. `info` or `tlsgate_proxy=debug,info`. Overrides RUST_LOG; default `info`.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Threads that serve connections; default one per CPU core (or TOKIO_WORKER_THREADS).
+    /// Fewer threads hand requests between each other less often: on a small machine shared with
+    /// other work, `--workers 1` costs less CPU per request, but serves from one core at most
+    /// (docs/performance.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +131,7 @@ pub fn main() -> ExitCode {
             args.config.as_deref(),
             args.listen,
             args.log_level.as_deref(),
+            args.workers,
         ),
         Command::Check(args) => check::check(&args.config),
         Command::Demo(DemoCommand::Tunnel) => demo::tunnel(),

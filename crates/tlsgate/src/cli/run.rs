@@ -29,11 +29,22 @@ const DEFAULT_CA_DAYS: u32 = 3650;
 const TRY_URL: &str = "https://example.com/";
 
 /// `config`: the file to run; `None` runs the default intercepting proxy on `listen`.
-pub fn run(config: Option<&Path>, listen: SocketAddr, log_level: Option<&str>) -> ExitCode {
+/// `workers`: the runtime's worker threads; `None` leaves tokio's default (one per core, or
+/// TOKIO_WORKER_THREADS).
+pub fn run(
+    config: Option<&Path>,
+    listen: SocketAddr,
+    log_level: Option<&str>,
+    workers: Option<u16>,
+) -> ExitCode {
     if let Err(err) = init_tracing(log_level) {
         return fail(&err);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime");
