@@ -23,6 +23,7 @@ use crate::intercept::{self, InterceptState};
 use crate::io::Moved;
 use crate::reload::{Base, Fixed, Reloader, Running};
 use crate::transport::RelayClient;
+use crate::workers::Workers;
 use crate::{edge, relay};
 
 /// Flow records kept for slow subscribers before they start losing the oldest.
@@ -67,6 +68,8 @@ pub struct Gateway {
     ring: Arc<FlowRing>,
     admin: Option<TcpListener>,
     reloader: Arc<Reloader>,
+    /// Threads that serve the accepted connections; `None`: the runtime that accepts serves them.
+    workers: Option<Arc<Workers>>,
 }
 
 /// The name the admin API's address is listed under in [`Gateway::local_addrs`].
@@ -121,7 +124,16 @@ impl Gateway {
             intercepts,
             flows,
             admin,
+            workers: None,
         })
+    }
+
+    /// Serves connections on `workers`' threads instead of the runtime `run` is called on, which
+    /// then only accepts them (and runs the admin API, reloads and the access log).
+    #[must_use]
+    pub fn with_workers(mut self, workers: Arc<Workers>) -> Self {
+        self.workers = Some(workers);
+        self
     }
 
     /// `(listener name, bound address)` for every listener, in config order, then the admin API's
@@ -243,7 +255,12 @@ impl Gateway {
             }
             let (tx, rx) = watch::channel(task.clone());
             senders.push(tx);
-            accept_loops.push(tokio::spawn(accept_loop(socket, rx, shutdown.clone())));
+            accept_loops.push(tokio::spawn(accept_loop(
+                socket,
+                rx,
+                self.workers.clone(),
+                shutdown.clone(),
+            )));
         }
         let running = Running {
             fixed,
@@ -326,6 +343,7 @@ pub(crate) struct ListenerTask {
 async fn accept_loop(
     socket: TcpListener,
     current: watch::Receiver<Arc<ListenerTask>>,
+    workers: Option<Arc<Workers>>,
     shutdown: CancellationToken,
 ) {
     // Name, kind and max_connections cannot change on reload, so the first task's do for the loop.
@@ -385,10 +403,21 @@ async fn accept_loop(
         let tunnels = tunnels.clone();
         // Held by the connection and by every task it spawns (an upgraded CONNECT outlives it).
         let admitted: crate::context::Admitted = Arc::new((permit, source, active));
-        task.shared
-            .spawn(crate::context::ADMITTED.scope(admitted, async move {
+        let serve = move |tcp: TcpStream| {
+            crate::context::ADMITTED.scope(admitted, async move {
                 conn.serve(tcp, client, tunnels).await;
-            }));
+            })
+        };
+        match &workers {
+            None => task.shared.spawn(serve(tcp)),
+            Some(workers) => {
+                let shared = task.shared.clone();
+                let handed = workers.serve(tcp, move |tcp| shared.tracked(serve(tcp)));
+                if let Err(e) = handed {
+                    tracing::warn!(listener = %name, %client, "handing a connection to a worker failed: {e}");
+                }
+            }
+        }
     }
 }
 
