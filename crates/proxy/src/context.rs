@@ -74,27 +74,18 @@ impl Shared {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        tokio::spawn(self.tracked(task));
-    }
-
-    /// `task` as [`Shared::spawn`] runs it (tracked, dropped when the grace period ends), for
-    /// the caller to run where it chooses (a worker thread's runtime).
-    pub fn tracked<F>(&self, task: F) -> impl std::future::Future<Output = ()> + Send + use<F>
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
         let force = self.force.clone();
         // A task spawned while serving an admitted connection (an upgraded CONNECT tunnel, an
         // origin connection) keeps that connection's admission: the client's slots are held
         // until everything it started has ended.
         let admitted = ADMITTED.try_with(Arc::clone).ok();
-        self.tracker.track_future(async move {
+        self.tracker.spawn(async move {
             let _admitted = admitted;
             tokio::select! {
                 () = task => {}
                 () = force.cancelled() => {}
             }
-        })
+        });
     }
 }
 

@@ -45,7 +45,7 @@ pub fn run(
         || std::thread::available_parallelism().map_or(1, usize::from),
         usize::from,
     );
-    // This thread accepts connections, runs the admin API and reloads; the workers serve the
+    // This thread runs the admin API, signals and reloads; the workers accept and serve the
     // connections, each on its own single-threaded runtime (tlsgate_proxy::workers).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
