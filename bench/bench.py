@@ -209,13 +209,56 @@ events {{ worker_connections 19000; }}
 """
 
 
+# Where T1's big file lives: a tmpfs, so that every repetition reads resident memory. On this
+# project's machines the page cache of a disk file is not kept: it is dropped within seconds of
+# idleness (a 1 GiB file read again after 20 s spent 0.7 s of system time refilling pages instead of
+# 0.1 s), and a sparse file's holes are zeroed page by page as they are read back in (`__pi_memset`
+# was most of the origin's samples in a slow direct T1 run). A direct T1 repetition that met a cold
+# cache ran at a third of the speed on three times the origin's CPU, and the tunnels measured right
+# after it read a warm cache, which skewed T1's ratios in the tunnels' favour.
+BIG_FILE_TMPFS = "/dev/shm"
+
+
+def write_big_file(d, link):
+    """Writes T1's big file (real pages of zeros) on a tmpfs and links `link` to it; falls back to a
+    sparse file in `d` when there is no tmpfs. Removed by `remove_big_file`."""
+    size = PARAMS["big_bytes"]
+    if os.path.isdir(BIG_FILE_TMPFS):
+        shm = tempfile.mkdtemp(prefix="tlsgate-bench-", dir=BIG_FILE_TMPFS)
+        os.chmod(shm, 0o755)  # nginx's workers run unprivileged
+        target = f"{shm}/big"
+        chunk = bytes(1 << 20)
+        with open(target, "wb") as f:
+            for _ in range(size // len(chunk)):
+                f.write(chunk)
+            f.write(bytes(size % len(chunk)))
+        os.chmod(target, 0o644)
+        os.symlink(target, link)
+        write(f"{d}/big-file-dir", shm)
+        log(f"T1's big file: {size >> 20} MiB in memory at {target}")
+    else:
+        with open(link, "wb") as f:
+            f.truncate(size)  # sparse; read back through the page cache
+        log(f"T1's big file: {size >> 20} MiB sparse file (no {BIG_FILE_TMPFS}): T1's direct runs may "
+            "meet a cold page cache")
+
+
+def remove_big_file(d):
+    try:
+        with open(f"{d}/big-file-dir") as f:
+            shm = f.read().strip()
+    except FileNotFoundError:
+        return
+    if shm.startswith(BIG_FILE_TMPFS + "/tlsgate-bench-"):
+        shutil.rmtree(shm, ignore_errors=True)
+
+
 def start_origin(d, ports):
     www = f"{d}/www"
     os.makedirs(www, exist_ok=True)
     with open(f"{www}/small", "wb") as f:
         f.write(b"x" * PARAMS["small_bytes"])
-    with open(f"{www}/big", "wb") as f:
-        f.truncate(PARAMS["big_bytes"])  # sparse: served from the page cache, no disk
+    write_big_file(d, f"{www}/big")
     os.chmod(www, 0o755)
     conf = NGINX_COMMON.format(d=d, name="origin") + f"""
 http {{
@@ -1044,6 +1087,7 @@ def main():
         for procs in running.values():
             for p in procs:
                 p.stop()
+        remove_big_file(d)  # a GiB of memory: removed even with --keep
         with open(f"{d}/results.json", "w") as f:
             json.dump(b.results, f, indent=1)
     text = report(summarize(b.results), started, b)
