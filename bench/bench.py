@@ -221,10 +221,16 @@ BIG_FILE_TMPFS = "/dev/shm"
 
 def write_big_file(d, link):
     """Writes T1's big file (real pages of zeros) on a tmpfs and links `link` to it; falls back to a
-    sparse file in `d` when there is no tmpfs. Removed by `remove_big_file`."""
+    sparse file in `d` when there is no tmpfs with room for it (a container's `/dev/shm` is often
+    64 MiB). Removed by `remove_big_file`."""
     size = PARAMS["big_bytes"]
+    free = 0
     if os.path.isdir(BIG_FILE_TMPFS):
+        st = os.statvfs(BIG_FILE_TMPFS)
+        free = st.f_bavail * st.f_frsize
+    if free >= size + (64 << 20):
         shm = tempfile.mkdtemp(prefix="tlsgate-bench-", dir=BIG_FILE_TMPFS)
+        write(f"{d}/big-file-dir", shm)  # first, so that a failed write is cleaned up too
         os.chmod(shm, 0o755)  # nginx's workers run unprivileged
         target = f"{shm}/big"
         chunk = bytes(1 << 20)
@@ -234,13 +240,12 @@ def write_big_file(d, link):
             f.write(bytes(size % len(chunk)))
         os.chmod(target, 0o644)
         os.symlink(target, link)
-        write(f"{d}/big-file-dir", shm)
         log(f"T1's big file: {size >> 20} MiB in memory at {target}")
     else:
         with open(link, "wb") as f:
             f.truncate(size)  # sparse; read back through the page cache
-        log(f"T1's big file: {size >> 20} MiB sparse file (no {BIG_FILE_TMPFS}): T1's direct runs may "
-            "meet a cold page cache")
+        log(f"T1's big file: {size >> 20} MiB sparse file ({BIG_FILE_TMPFS} missing or has "
+            f"{free >> 20} MiB free): T1's direct runs may meet a cold page cache")
 
 
 def remove_big_file(d):
