@@ -4,6 +4,7 @@
 
 mod cli;
 pub mod config;
+pub mod heap;
 mod paths;
 
 pub use cli::main;

@@ -40,6 +40,7 @@ pub fn run(
     if let Err(err) = init_tracing(log_level) {
         return fail(&err);
     }
+    crate::heap::keep_freed_buffers();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         builder.worker_threads(usize::from(n));
