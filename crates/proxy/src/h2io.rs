@@ -4,8 +4,11 @@
 //!
 //! Why not hyper's upgrade: in hyper 1.x a CONNECT stream's every write is copied into a fresh
 //! `Box<[u8]>` and handed through a channel to a per-stream task that feeds h2, so each write costs
-//! an allocation and a task wake-up more than it needs. Here the splice task feeds h2 itself; the
-//! one copy left reuses one buffer per stream.
+//! an allocation and a task wake-up more than it needs. Here the splice task feeds h2 itself, and
+//! without copying: it hands h2 the buffer it read the socket into ([`H2Io::poll_send_bytes`]) and
+//! writes received DATA frames to the socket as h2 holds them ([`H2Io::poll_read_bytes`]). The
+//! `AsyncRead`/`AsyncWrite` impls (one copy each way) serve everything else: ClientHello peeking,
+//! prefixes, HTTP/1.1 over a stream.
 
 use std::io;
 use std::pin::Pin;
@@ -45,6 +48,73 @@ impl H2Io {
         }
     }
 
+    /// The next received bytes, or an empty `Bytes` at the end of the stream; leaves the window
+    /// alone (callers release it as the bytes leave).
+    fn poll_next_data(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        loop {
+            match ready!(self.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(Bytes::new())),
+                Some(Ok(data)) if data.is_empty() => {}
+                Some(Ok(data)) => return Poll::Ready(Ok(data)),
+                Some(Err(e)) => {
+                    return Poll::Ready(match e.reason() {
+                        // The peer ended or cancelled the stream: end of input.
+                        Some(Reason::NO_ERROR | Reason::CANCEL) => Ok(Bytes::new()),
+                        Some(Reason::STREAM_CLOSED) => {
+                            Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
+                        }
+                        _ => Err(to_io(e)),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The next received bytes as h2 holds them, without copying (the splice writes them out as
+    /// they are); an empty `Bytes` at the end of the stream. Their window is handed back now: the
+    /// splice takes no more until it has written them, so a reader that stops reading still stops
+    /// the sender, one chunk later.
+    pub(crate) fn poll_read_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let data = if self.unread.is_empty() {
+            ready!(self.poll_next_data(cx))?
+        } else {
+            std::mem::take(&mut self.unread)
+        };
+        let _ = self.recv.flow_control().release_capacity(data.len());
+        Poll::Ready(Ok(data))
+    }
+
+    /// Sends as much of `data` as the stream's window allows, without copying: the bytes sent are
+    /// split off `data` and handed to h2. Returns how many were sent (at least one).
+    pub(crate) fn poll_send_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(self.poll_send_capacity(cx, data.len()))?;
+        if self.send.send_data(data.split_to(n), false).is_err() {
+            return self.write_error(cx).map(Err);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Waits for window to send up to `want` (> 0) bytes; returns how many may be sent now.
+    fn poll_send_capacity(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        // Ask for window only with bytes in hand: capacity reserved while idle would pin the
+        // connection's window for nothing.
+        if self.send.capacity() == 0 {
+            self.send.reserve_capacity(want);
+            loop {
+                match ready!(self.send.poll_capacity(cx)) {
+                    Some(Ok(0)) => {}
+                    Some(Ok(_)) => break,
+                    Some(Err(_)) | None => return self.write_error(cx).map(Err),
+                }
+            }
+        }
+        Poll::Ready(Ok(self.send.capacity().min(want)))
+    }
+
     /// The error for a write that h2 refused: the peer's reset reason when it sent one.
     fn write_error(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         Poll::Ready(match ready!(self.send.poll_reset(cx)) {
@@ -63,20 +133,10 @@ impl AsyncRead for H2Io {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        while self.unread.is_empty() {
-            match ready!(self.recv.poll_data(cx)) {
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(data)) => self.unread = data,
-                Some(Err(e)) => {
-                    return Poll::Ready(match e.reason() {
-                        // The peer ended or cancelled the stream: end of input.
-                        Some(Reason::NO_ERROR | Reason::CANCEL) => Ok(()),
-                        Some(Reason::STREAM_CLOSED) => {
-                            Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
-                        }
-                        _ => Err(to_io(e)),
-                    });
-                }
+        if self.unread.is_empty() {
+            self.unread = ready!(self.poll_next_data(cx))?;
+            if self.unread.is_empty() {
+                return Poll::Ready(Ok(()));
             }
         }
         let n = self.unread.len().min(buf.remaining());
@@ -97,19 +157,7 @@ impl AsyncWrite for H2Io {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // Ask for window only with bytes in hand: capacity reserved while idle would pin the
-        // connection's window for nothing.
-        if self.send.capacity() == 0 {
-            self.send.reserve_capacity(buf.len());
-            loop {
-                match ready!(self.send.poll_capacity(cx)) {
-                    Some(Ok(0)) => {}
-                    Some(Ok(_)) => break,
-                    Some(Err(_)) | None => return self.write_error(cx).map(Err),
-                }
-            }
-        }
-        let n = self.send.capacity().min(buf.len());
+        let n = ready!(self.poll_send_capacity(cx, buf.len()))?;
         let this = &mut *self;
         this.staging.reserve(n);
         this.staging.extend_from_slice(&buf[..n]);

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::error::ConnError;
+use crate::h2io::H2Io;
 
 /// Copy buffer per direction. 64 KiB lets a TLS record (16 KiB) or an h2 DATA frame pass in one read
 /// and keeps per-tunnel memory bounded at 128 KiB. The buffer is allocated only while bytes are in
@@ -150,6 +151,12 @@ struct Activity {
 }
 
 impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
     fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -160,43 +167,49 @@ impl Activity {
     }
 }
 
-struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-    /// Bytes read from this side.
-    read: u64,
+/// One side of a splice: a byte stream, or an HTTP/2 stream whose data the splice hands over as
+/// owned buffers, so neither the bytes read from the other side nor the DATA frames received are
+/// copied on the way (see [`H2Io::poll_read_bytes`], [`H2Io::poll_send_bytes`]).
+pub enum End<S> {
+    Stream(S),
+    H2(H2Io),
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for End<S> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.read += n as u64;
-            self.activity.touch();
+        match self.get_mut() {
+            End::Stream(s) => Pin::new(s).poll_read(cx, buf),
+            End::H2(h2) => Pin::new(h2).poll_read(cx, buf),
         }
-        poll
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for End<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match self.get_mut() {
+            End::Stream(s) => Pin::new(s).poll_write(cx, buf),
+            End::H2(h2) => Pin::new(h2).poll_write(cx, buf),
+        }
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            End::Stream(s) => Pin::new(s).poll_flush(cx),
+            End::H2(h2) => Pin::new(h2).poll_flush(cx),
+        }
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            End::Stream(s) => Pin::new(s).poll_shutdown(cx),
+            End::H2(h2) => Pin::new(h2).poll_shutdown(cx),
+        }
     }
 }
 
@@ -221,20 +234,29 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    });
-    let mut client = Tracked {
-        inner: client,
-        activity: activity.clone(),
-        read: 0,
-    };
-    let mut upstream = Tracked {
-        inner: upstream,
-        activity: activity.clone(),
-        read: 0,
-    };
+    splice_ends(
+        End::Stream(client),
+        End::Stream(upstream),
+        to_upstream,
+        to_client,
+        idle,
+    )
+    .await
+}
+
+/// [`splice`] between two [`End`]s: an HTTP/2 end is fed and drained without copies.
+pub async fn splice_ends<C, U>(
+    mut client: End<C>,
+    mut upstream: End<U>,
+    to_upstream: Bytes,
+    to_client: Bytes,
+    idle: Duration,
+) -> (Moved, Result<(), ConnError>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
     let prefixes = Moved {
         from_client: to_upstream.len() as u64,
         to_client: to_client.len() as u64,
@@ -249,7 +271,9 @@ where
     {
         return (prefixes, Err(ConnError::ClientIo(e)));
     }
-    let copy = copy_both(&mut client, &mut upstream);
+    let mut up = Direction::default();
+    let mut down = Direction::default();
+    let copy = copy_both(&mut client, &mut upstream, &mut up, &mut down, &activity);
     let watchdog = async {
         loop {
             let idle_for = activity.idle_for();
@@ -272,20 +296,25 @@ where
         () = watchdog => Err(ConnError::IdleTimeout),
     };
     let moved = Moved {
-        from_client: prefixes.from_client + client.read,
-        to_client: prefixes.to_client + upstream.read,
+        from_client: prefixes.from_client + up.read,
+        to_client: prefixes.to_client + down.read,
     };
     (moved, result)
 }
 
-/// One direction of a splice: reads into a buffer that exists only while it holds bytes. When the
-/// reader has nothing (`Pending`) and every byte read was written, the buffer is freed; the next
-/// wake-up allocates a fresh one (uninitialised, so neither zeroing nor page faults for an idle
-/// tunnel). An idle tunnel therefore keeps no copy buffer; a busy one reuses the allocator's
-/// recently freed block.
+/// One direction of a splice. Bytes read from a stream land in a buffer that exists only while it
+/// holds bytes: when the reader has nothing (`Pending`) and every byte read was written, the buffer
+/// is freed; the next wake-up allocates a fresh one (uninitialised, so neither zeroing nor page
+/// faults for an idle tunnel). An idle tunnel therefore keeps no copy buffer; a busy one reuses the
+/// allocator's recently freed block. Bytes bound for an HTTP/2 end leave as that buffer, frozen
+/// (`chunk`); bytes received from one arrive as h2's own buffer (`chunk`), written out as they are.
 #[derive(Default)]
 struct Direction {
     buf: BytesMut,
+    /// Bytes to write that are not in `buf`: a received DATA frame, or `buf` handed to h2.
+    chunk: Bytes,
+    /// Bytes read from this direction's reader.
+    read: u64,
     /// Written since the last flush.
     need_flush: bool,
     read_done: bool,
@@ -296,65 +325,123 @@ impl Direction {
     fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
-        mut reader: Pin<&mut R>,
-        mut writer: Pin<&mut W>,
+        activity: &Activity,
+        reader: &mut End<R>,
+        writer: &mut End<W>,
     ) -> Poll<io::Result<()>>
     where
-        R: AsyncRead + ?Sized,
-        W: AsyncWrite + ?Sized,
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
     {
         loop {
             if self.done {
                 return Poll::Ready(Ok(()));
             }
-            if self.buf.is_empty() && !self.read_done {
-                // `reserve` on an empty, uniquely owned buffer reuses its allocation.
-                self.buf.reserve(SPLICE_BUF);
-                match poll_read_buf(reader.as_mut(), cx, &mut self.buf) {
+            if self.buf.is_empty() && self.chunk.is_empty() && !self.read_done {
+                match self.poll_read(cx, reader) {
                     Poll::Ready(Ok(0)) => self.read_done = true,
-                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Ok(n)) => {
+                        self.read += n as u64;
+                        activity.touch();
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
                         // Nothing in flight: give the buffer back while this side is idle.
                         self.buf = BytesMut::new();
                         if self.need_flush {
-                            std::task::ready!(writer.as_mut().poll_flush(cx))?;
+                            std::task::ready!(Pin::new(&mut *writer).poll_flush(cx))?;
                             self.need_flush = false;
                         }
                         return Poll::Pending;
                     }
                 }
             }
-            while !self.buf.is_empty() {
-                let n = std::task::ready!(writer.as_mut().poll_write(cx, &self.buf))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.buf.advance(n);
-                self.need_flush = true;
-            }
+            std::task::ready!(self.poll_write(cx, writer))?;
             if self.read_done {
-                std::task::ready!(writer.as_mut().poll_flush(cx))?;
-                std::task::ready!(writer.as_mut().poll_shutdown(cx))?;
+                std::task::ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                std::task::ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
                 self.buf = BytesMut::new();
                 self.done = true;
             }
         }
     }
+
+    /// Reads into `buf` (a stream) or `chunk` (an HTTP/2 stream); 0 at the end of input.
+    fn poll_read<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut End<R>,
+    ) -> Poll<io::Result<usize>> {
+        match reader {
+            End::Stream(stream) => {
+                // `reserve` on an empty, uniquely owned buffer reuses its allocation.
+                self.buf.reserve(SPLICE_BUF);
+                poll_read_buf(Pin::new(stream), cx, &mut self.buf)
+            }
+            End::H2(h2) => {
+                self.chunk = std::task::ready!(h2.poll_read_bytes(cx))?;
+                Poll::Ready(Ok(self.chunk.len()))
+            }
+        }
+    }
+
+    /// Writes out everything read; `Ready` once nothing is left.
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut End<W>,
+    ) -> Poll<io::Result<()>> {
+        if let End::H2(h2) = writer {
+            if self.chunk.is_empty() {
+                // Only one of `buf` and `chunk` holds bytes at a time.
+                self.chunk = self.buf.split().freeze();
+            }
+            while !self.chunk.is_empty() {
+                std::task::ready!(h2.poll_send_bytes(cx, &mut self.chunk))?;
+                self.need_flush = true;
+            }
+            // An emptied `Bytes` still holds its allocation.
+            self.chunk = Bytes::new();
+            return Poll::Ready(Ok(()));
+        }
+        while !self.chunk.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut *writer).poll_write(cx, &self.chunk))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.chunk.advance(n);
+            self.need_flush = true;
+        }
+        // An emptied `Bytes` still holds its allocation (here: h2's read buffer).
+        self.chunk = Bytes::new();
+        while !self.buf.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.buf.advance(n);
+            self.need_flush = true;
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Copies both ways until both directions have seen end of stream (each then shuts its writer
 /// down), like `tokio::io::copy_bidirectional`, with [`Direction`]'s lazily held buffers.
-async fn copy_both<A, B>(a: &mut A, b: &mut B) -> io::Result<()>
+async fn copy_both<A, B>(
+    a: &mut End<A>,
+    b: &mut End<B>,
+    a_to_b: &mut Direction,
+    b_to_a: &mut Direction,
+    activity: &Activity,
+) -> io::Result<()>
 where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut a_to_b = Direction::default();
-    let mut b_to_a = Direction::default();
     std::future::poll_fn(|cx| {
-        let a_to_b = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
-        let b_to_a = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
+        let a_to_b = a_to_b.poll_copy(cx, activity, a, b)?;
+        let b_to_a = b_to_a.poll_copy(cx, activity, b, a)?;
         std::task::ready!(a_to_b);
         std::task::ready!(b_to_a);
         Poll::Ready(Ok(()))
@@ -373,27 +460,36 @@ mod tests {
             .collect()
     }
 
-    /// Both directions carry more than a buffer through pipes small enough to make every write
-    /// partial and every read pend, and each peer sees exactly the other's bytes, then EOF.
-    #[tokio::test]
-    async fn lazily_buffered_splice_copies_exactly_both_ways() {
-        let (client_peer, client) = tokio::io::duplex(1000);
-        let (upstream, upstream_peer) = tokio::io::duplex(777);
+    /// Writes `send` to `peer` and ends it while reading everything `peer` receives.
+    async fn drive<P: AsyncRead + AsyncWrite + Unpin>(mut peer: P, send: Vec<u8>) -> Vec<u8> {
+        let (mut r, mut w) = tokio::io::split(&mut peer);
+        let write = async {
+            w.write_all(&send).await.unwrap();
+            w.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let read = r.read_to_end(&mut got);
+        let ((), n) = tokio::join!(write, read);
+        n.unwrap();
+        got
+    }
+
+    /// Splices `client` and `upstream` with prefixes both ways while their peers each send more
+    /// than a buffer; each peer must see exactly the other's bytes, then EOF.
+    async fn assert_splices_exactly<C, U, CP, UP>(
+        client: End<C>,
+        client_peer: CP,
+        upstream: End<U>,
+        upstream_peer: UP,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+        CP: AsyncRead + AsyncWrite + Unpin,
+        UP: AsyncRead + AsyncWrite + Unpin,
+    {
         let up = pattern(3 * SPLICE_BUF + 123, 1);
         let down = pattern(2 * SPLICE_BUF + 45, 7);
-        let drive = |mut peer: tokio::io::DuplexStream, send: Vec<u8>| async move {
-            let (mut r, mut w) = tokio::io::split(&mut peer);
-            let write = async {
-                w.write_all(&send).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let mut got = Vec::new();
-            let read = r.read_to_end(&mut got);
-            let ((), n) = tokio::join!(write, read);
-            n.unwrap();
-            got
-        };
-        let splicing = splice(
+        let splicing = splice_ends(
             client,
             upstream,
             Bytes::from_static(b"prefix-up"),
@@ -422,20 +518,92 @@ mod tests {
         assert_eq!(moved.to_client, want_down.len() as u64);
     }
 
+    /// Both directions carry more than a buffer through pipes small enough to make every write
+    /// partial and every read pend.
+    #[tokio::test]
+    async fn lazily_buffered_splice_copies_exactly_both_ways() {
+        let (client_peer, client) = tokio::io::duplex(1000);
+        let (upstream, upstream_peer) = tokio::io::duplex(777);
+        assert_splices_exactly(
+            End::Stream(client),
+            client_peer,
+            End::Stream(upstream),
+            upstream_peer,
+        )
+        .await;
+    }
+
+    /// Two ends of one HTTP/2 stream over an in-memory connection with h2's default windows
+    /// (64 KiB), so that every transfer here waits for window updates: (client's, server's).
+    async fn h2_stream_pair() -> (H2Io, H2Io) {
+        let (a, b) = tokio::io::duplex(16 * 1024);
+        let client = async move {
+            let (send_request, conn) = h2::client::handshake(a).await.unwrap();
+            tokio::spawn(conn);
+            let mut send_request = send_request.ready().await.unwrap();
+            let request = http::Request::post("https://origin.test/")
+                .body(())
+                .unwrap();
+            let (response, send) = send_request.send_request(request, false).unwrap();
+            H2Io::new(send, response.await.unwrap().into_body())
+        };
+        let server = async move {
+            let mut conn = h2::server::handshake(b).await.unwrap();
+            let (request, mut respond) = conn.accept().await.unwrap().unwrap();
+            let send = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            H2Io::new(send, request.into_body())
+        };
+        tokio::join!(client, server)
+    }
+
+    /// An HTTP/2 end (the edge's side of a tunnel: bytes handed to h2 as read, frames written as
+    /// received) carries exactly what a stream end does, under flow control.
+    #[tokio::test]
+    async fn splice_to_an_h2_stream_hands_over_exact_bytes() {
+        let (client_peer, client) = tokio::io::duplex(1000);
+        let (edge_side, relay_side) = h2_stream_pair().await;
+        let upstream: End<tokio::io::DuplexStream> = End::H2(edge_side);
+        assert_splices_exactly(End::Stream(client), client_peer, upstream, relay_side).await;
+    }
+
+    /// The relay's orientation: the HTTP/2 stream is the client side.
+    #[tokio::test]
+    async fn splice_from_an_h2_stream_hands_over_exact_bytes() {
+        let (edge_side, relay_side) = h2_stream_pair().await;
+        let (upstream, upstream_peer) = tokio::io::duplex(777);
+        let client: End<tokio::io::DuplexStream> = End::H2(relay_side);
+        assert_splices_exactly(client, edge_side, End::Stream(upstream), upstream_peer).await;
+    }
+
+    /// Both ends HTTP/2: frames pass from one stream to the other without a copy in between.
+    #[tokio::test]
+    async fn splice_between_two_h2_streams_hands_over_exact_bytes() {
+        let (a_peer, a) = h2_stream_pair().await;
+        let (b, b_peer) = h2_stream_pair().await;
+        let (a, b): (End<tokio::io::DuplexStream>, End<tokio::io::DuplexStream>) =
+            (End::H2(a), End::H2(b));
+        assert_splices_exactly(a, a_peer, b, b_peer).await;
+    }
+
     /// A direction whose reader has nothing to give holds no buffer; once bytes arrive it copies
     /// them and, drained and pending again, frees the buffer again.
     #[tokio::test]
     async fn idle_direction_holds_no_buffer() {
-        let (mut feed, mut reader) = tokio::io::duplex(4096);
-        let (mut writer, mut sink) = tokio::io::duplex(4096);
+        let (mut feed, reader) = tokio::io::duplex(4096);
+        let (writer, mut sink) = tokio::io::duplex(4096);
+        let (mut reader, mut writer) = (End::Stream(reader), End::Stream(writer));
+        let activity = Activity::new();
         let mut dir = Direction::default();
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let poll = dir.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer));
+        let poll = dir.poll_copy(&mut cx, &activity, &mut reader, &mut writer);
         assert!(poll.is_pending());
         assert_eq!(dir.buf.capacity(), 0);
 
         feed.write_all(b"hello").await.unwrap();
-        let poll = dir.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer));
+        let poll = dir.poll_copy(&mut cx, &activity, &mut reader, &mut writer);
         assert!(poll.is_pending());
         assert_eq!(
             dir.buf.capacity(),
@@ -447,7 +615,7 @@ mod tests {
         assert_eq!(&got, b"hello");
 
         drop(feed);
-        let poll = dir.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer));
+        let poll = dir.poll_copy(&mut cx, &activity, &mut reader, &mut writer);
         assert!(matches!(poll, Poll::Ready(Ok(()))));
         let mut rest = Vec::new();
         sink.read_to_end(&mut rest).await.unwrap();
@@ -458,19 +626,20 @@ mod tests {
     /// and they are delivered once the writer has room.
     #[tokio::test]
     async fn blocked_writer_keeps_the_buffered_bytes() {
-        let (mut feed, mut reader) = tokio::io::duplex(SPLICE_BUF * 2);
-        let (mut writer, mut sink) = tokio::io::duplex(16);
+        let (mut feed, reader) = tokio::io::duplex(SPLICE_BUF * 2);
+        let (writer, mut sink) = tokio::io::duplex(16);
         let data = pattern(5000, 3);
         feed.write_all(&data).await.unwrap();
         drop(feed);
+        let (mut reader, mut writer) = (End::Stream(reader), End::Stream(writer));
+        let activity = Activity::new();
         let mut dir = Direction::default();
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let poll = dir.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer));
+        let poll = dir.poll_copy(&mut cx, &activity, &mut reader, &mut writer);
         assert!(poll.is_pending());
         assert!(!dir.buf.is_empty(), "unwritten bytes stay in the buffer");
-        let copy = std::future::poll_fn(|cx| {
-            dir.poll_copy(cx, Pin::new(&mut reader), Pin::new(&mut writer))
-        });
+        let copy =
+            std::future::poll_fn(|cx| dir.poll_copy(cx, &activity, &mut reader, &mut writer));
         let mut got = Vec::new();
         let (copied, read) = tokio::join!(copy, sink.read_to_end(&mut got));
         copied.unwrap();

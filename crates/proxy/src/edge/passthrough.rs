@@ -12,7 +12,7 @@ use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
-use crate::io::{Moved, splice};
+use crate::io::{End, Moved, splice, splice_ends};
 use crate::transport::{RelayClient, Tunnel};
 
 /// Serves one client connection to completion and records its flow.
@@ -76,7 +76,10 @@ async fn tunnel(
     let prefix = prefix.freeze();
     let idle = shared.timeouts.idle;
     match tunnel {
-        Tunnel::H2(stream) => splice(tcp, stream, prefix, Bytes::new(), idle).await,
+        Tunnel::H2(stream) => {
+            let relay: End<TcpStream> = End::H2(stream);
+            splice_ends(End::Stream(tcp), relay, prefix, Bytes::new(), idle).await
+        }
         Tunnel::Tls(stream) => splice(tcp, stream, prefix, Bytes::new(), idle).await,
     }
 }

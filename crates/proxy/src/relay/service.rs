@@ -28,7 +28,7 @@ use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
 use crate::h2io::H2Io;
 use crate::http_util::{host_of, local_response, request_authority, status_for};
-use crate::io::{Moved, splice};
+use crate::io::{End, Moved, splice_ends};
 use crate::metrics::RelayH2Stream;
 use crate::route::{Traffic, traffic_for_connect_port};
 use crate::transport::{Body, boxed};
@@ -204,7 +204,14 @@ async fn carry(
 ) -> (Moved, Result<(), ConnError>) {
     let idle = shared.timeouts.idle;
     if traffic == Traffic::Http {
-        return splice(io, upstream, Bytes::new(), Bytes::new(), idle).await;
+        return splice_ends(
+            end(io),
+            End::Stream(upstream),
+            Bytes::new(),
+            Bytes::new(),
+            idle,
+        )
+        .await;
     }
     let mut prefix = BytesMut::with_capacity(2048);
     let read_only = |prefix: &BytesMut| Moved {
@@ -226,7 +233,18 @@ async fn carry(
         {
             (read_only(&prefix), Err(ConnError::PolicyInnerSniMismatch))
         }
-        Ok(_) => splice(io, upstream, prefix.freeze(), Bytes::new(), idle).await,
+        Ok(_) => {
+            let (io, upstream) = (end(io), End::Stream(upstream));
+            splice_ends(io, upstream, prefix.freeze(), Bytes::new(), idle).await
+        }
+    }
+}
+
+/// An HTTP/2 CONNECT stream is spliced as one, without copies (`io::End`).
+fn end(io: TunnelIo) -> End<TunnelIo> {
+    match io {
+        Either::Right(h2) => End::H2(h2),
+        other => End::Stream(other),
     }
 }
 
