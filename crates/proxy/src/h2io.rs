@@ -142,6 +142,10 @@ impl AsyncRead for H2Io {
         let n = self.unread.len().min(buf.remaining());
         buf.put_slice(&self.unread[..n]);
         self.unread.advance(n);
+        if self.unread.is_empty() {
+            // An emptied `Bytes` still holds h2's read buffer: let it go.
+            self.unread = Bytes::new();
+        }
         // Hand the window back as the bytes leave: a reader that stops reading stops the sender.
         let _ = self.recv.flow_control().release_capacity(n);
         Poll::Ready(Ok(()))
