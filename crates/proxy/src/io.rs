@@ -404,26 +404,29 @@ impl Direction {
             self.chunk = Bytes::new();
             return Poll::Ready(Ok(()));
         }
-        while !self.chunk.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut *writer).poll_write(cx, &self.chunk))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.chunk.advance(n);
-            self.need_flush = true;
-        }
+        std::task::ready!(drain(cx, writer, &mut self.chunk, &mut self.need_flush))?;
         // An emptied `Bytes` still holds its allocation (here: h2's read buffer).
         self.chunk = Bytes::new();
-        while !self.buf.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.buf.advance(n);
-            self.need_flush = true;
-        }
-        Poll::Ready(Ok(()))
+        drain(cx, writer, &mut self.buf, &mut self.need_flush)
     }
+}
+
+/// Writes all of `data` to `writer`, advancing it as bytes are taken; sets `need_flush` when any were.
+fn drain<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    writer: &mut W,
+    data: &mut impl Buf,
+    need_flush: &mut bool,
+) -> Poll<io::Result<()>> {
+    while data.has_remaining() {
+        let n = std::task::ready!(Pin::new(&mut *writer).poll_write(cx, data.chunk()))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        data.advance(n);
+        *need_flush = true;
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// Copies both ways until both directions have seen end of stream (each then shuts its writer
