@@ -39,9 +39,22 @@ use crate::transport::Body;
 use crate::upstream::{DestinationGuard, Resolver};
 
 /// The generation's pool of upstream HTTP/1.1 connections, built on first use.
-#[derive(Default)]
 pub struct UpstreamPool {
     client: OnceLock<Client<GuardedConnector, Body>>,
+    /// One pool per worker thread ([`crate::workers`]): a worker's requests use connections whose
+    /// tasks run on its own thread. `client` serves threads that are no worker.
+    per_worker: Box<[OnceLock<Client<GuardedConnector, Body>>]>,
+}
+
+impl Default for UpstreamPool {
+    fn default() -> Self {
+        Self {
+            client: OnceLock::new(),
+            per_worker: (0..crate::workers::most())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -71,7 +84,8 @@ impl UpstreamPool {
         shared: &Shared,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ConnError> {
-        let client = self.client.get_or_init(|| build(shared));
+        let slot = crate::workers::current().and_then(|w| self.per_worker.get(w));
+        let client = slot.unwrap_or(&self.client).get_or_init(|| build(shared));
         let deadline = tokio::time::Instant::now() + shared.timeouts.idle;
         let replay = Replay::of(&request);
         let first = tokio::time::timeout_at(deadline, client.request(request))
