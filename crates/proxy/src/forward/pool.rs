@@ -39,22 +39,15 @@ use crate::transport::Body;
 use crate::upstream::{DestinationGuard, Resolver};
 
 /// The generation's pool of upstream HTTP/1.1 connections, built on first use.
+///
+/// One for all worker threads ([`crate::workers`]), unlike the interceptor's origin pool: a
+/// connection's task runs on the worker that opened it, and a request from another worker crosses
+/// threads to use it. Per worker, the idle connections a relay keeps would depend on which workers
+/// its h2 connections from edges landed on, so its idle footprint would not be the same from one
+/// idle moment to the next.
+#[derive(Default)]
 pub struct UpstreamPool {
     client: OnceLock<Client<GuardedConnector, Body>>,
-    /// One pool per worker thread ([`crate::workers`]): a worker's requests use connections whose
-    /// tasks run on its own thread. `client` serves threads that are no worker.
-    per_worker: Box<[OnceLock<Client<GuardedConnector, Body>>]>,
-}
-
-impl Default for UpstreamPool {
-    fn default() -> Self {
-        Self {
-            client: OnceLock::new(),
-            per_worker: (0..crate::workers::most())
-                .map(|_| OnceLock::new())
-                .collect(),
-        }
-    }
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -84,8 +77,7 @@ impl UpstreamPool {
         shared: &Shared,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ConnError> {
-        let slot = crate::workers::current().and_then(|w| self.per_worker.get(w));
-        let client = slot.unwrap_or(&self.client).get_or_init(|| build(shared));
+        let client = self.client.get_or_init(|| build(shared));
         let deadline = tokio::time::Instant::now() + shared.timeouts.idle;
         let replay = Replay::of(&request);
         let first = tokio::time::timeout_at(deadline, client.request(request))
