@@ -111,8 +111,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
     /// Threads that serve connections (named tlsgate-worker); default one per CPU core. Each
-    /// connection stays on one thread with the origin connections it uses, so requests are not
-    /// handed between threads; the main thread runs the admin API and reloads.
+    /// connection stays on the thread that accepted it, with the origin connections it opens, so
+    /// its requests are not handed between threads; the main thread runs the admin API and reloads.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }
