@@ -24,4 +24,3 @@ pub mod reload;
 pub mod route;
 pub mod transport;
 pub mod upstream;
-pub mod workers;

@@ -263,7 +263,6 @@ impl Bumped {
             port: self.port,
             name: name.to_owned(),
             accepts_invalid: self.state.accepts_invalid(name),
-            worker: crate::workers::current(),
         }
     }
 
