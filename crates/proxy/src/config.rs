@@ -166,7 +166,8 @@ pub struct RelayUpstream {
     pub tls_h2: Arc<rustls::ClientConfig>,
     /// Client TLS config without ALPN, for the raw `tls` transport (TLS 1.3 only).
     pub tls_raw: Arc<rustls::ClientConfig>,
-    /// Number of h2 connections kept open to each endpoint.
+    /// Number of h2 connections kept open to each endpoint, per worker thread that carries tunnels
+    /// (`crate::workers`).
     pub pool_size: usize,
     /// How the addresses `host` resolves to are refreshed and how failing ones are retried.
     pub endpoints: EndpointSettings,

@@ -23,6 +23,7 @@ use crate::intercept::{self, InterceptState};
 use crate::io::Moved;
 use crate::reload::{Base, Fixed, Reloader, Running};
 use crate::transport::RelayClient;
+use crate::workers::Workers;
 use crate::{edge, relay};
 
 /// Flow records kept for slow subscribers before they start losing the oldest.
@@ -67,6 +68,8 @@ pub struct Gateway {
     ring: Arc<FlowRing>,
     admin: Option<TcpListener>,
     reloader: Arc<Reloader>,
+    /// Threads that serve the accepted connections; `None`: the runtime that accepts serves them.
+    workers: Option<Arc<Workers>>,
 }
 
 /// The name the admin API's address is listed under in [`Gateway::local_addrs`].
@@ -121,7 +124,16 @@ impl Gateway {
             intercepts,
             flows,
             admin,
+            workers: None,
         })
+    }
+
+    /// Accepts and serves connections on `workers`' threads instead of the runtime `run` is called
+    /// on, which then runs the admin API, reloads and the access log.
+    #[must_use]
+    pub fn with_workers(mut self, workers: Arc<Workers>) -> Self {
+        self.workers = Some(workers);
+        self
     }
 
     /// `(listener name, bound address)` for every listener, in config order, then the admin API's
@@ -243,7 +255,41 @@ impl Gateway {
             }
             let (tx, rx) = watch::channel(task.clone());
             senders.push(tx);
-            accept_loops.push(tokio::spawn(accept_loop(socket, rx, shutdown.clone())));
+            let admission = Arc::new(Admission::of(task));
+            let Some(workers) = &self.workers else {
+                accept_loops.push(tokio::spawn(accept_loop(
+                    socket,
+                    rx,
+                    admission,
+                    shutdown.clone(),
+                )));
+                continue;
+            };
+            // Every worker accepts from the listening socket itself (in its own reactor), so a
+            // connection is served where it was accepted: the first idle worker takes it.
+            let listening = match socket.into_std() {
+                Ok(listening) => listening,
+                Err(e) => {
+                    tracing::error!(listener = %listener.name, "cannot serve: {e}");
+                    continue;
+                }
+            };
+            for handle in workers.handles() {
+                let (rx, admission, shutdown) = (rx.clone(), admission.clone(), shutdown.clone());
+                let socket = listening.try_clone().and_then(|std| {
+                    let _entered = handle.enter();
+                    TcpListener::from_std(std)
+                });
+                match socket {
+                    Ok(socket) => {
+                        accept_loops
+                            .push(handle.spawn(accept_loop(socket, rx, admission, shutdown)));
+                    }
+                    Err(e) => {
+                        tracing::error!(listener = %listener.name, "a worker cannot accept: {e}")
+                    }
+                }
+            }
         }
         let running = Running {
             fixed,
@@ -323,29 +369,49 @@ pub(crate) struct ListenerTask {
     pub _retire: Arc<DropGuard>,
 }
 
-async fn accept_loop(
-    socket: TcpListener,
-    current: watch::Receiver<Arc<ListenerTask>>,
-    shutdown: CancellationToken,
-) {
-    // Name, kind and max_connections cannot change on reload, so the first task's do for the loop.
-    // Only those values are kept: holding the task itself would keep its generation (relay pools
-    // and their connections, interception caches) alive after a reload replaced it.
-    let (name, limit, sources, tunnels, gauges) = {
-        let task = current.borrow().clone();
+/// A listener's admission state, shared by its accept loops (one per worker thread).
+struct Admission {
+    name: Arc<str>,
+    limit: Arc<Semaphore>,
+    sources: SourceLimit,
+    tunnels: Arc<TunnelLimit>,
+    gauges: Arc<crate::metrics::ListenerGauges>,
+}
+
+impl Admission {
+    /// Name, kind and the limits cannot change on reload, so the first task's do for the listener.
+    /// Only those values are kept: holding the task itself would keep its generation (relay pools
+    /// and their connections, interception caches) alive after a reload replaced it.
+    fn of(task: &ListenerTask) -> Self {
         let limits = task.shared.limits;
-        (
-            task.name.clone(),
-            Arc::new(Semaphore::new(limits.max_connections)),
+        Self {
+            name: task.name.clone(),
+            limit: Arc::new(Semaphore::new(limits.max_connections)),
             // Like max_connections, these limits live as long as the listener (a reload keeps them).
-            SourceLimit::new(limits.max_connections_per_source),
-            Arc::new(TunnelLimit::new(limits.max_tunnels_per_client)),
-            task.shared
+            sources: SourceLimit::new(limits.max_connections_per_source),
+            tunnels: Arc::new(TunnelLimit::new(limits.max_tunnels_per_client)),
+            gauges: task
+                .shared
                 .flows
                 .metrics()
                 .listener(task.name.clone(), role_of(&task.listener.kind).as_str()),
-        )
-    };
+        }
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    current: watch::Receiver<Arc<ListenerTask>>,
+    admission: Arc<Admission>,
+    shutdown: CancellationToken,
+) {
+    let Admission {
+        name,
+        limit,
+        sources,
+        tunnels,
+        gauges,
+    } = &*admission;
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,

@@ -24,3 +24,4 @@ pub mod reload;
 pub mod route;
 pub mod transport;
 pub mod upstream;
+pub mod workers;

@@ -180,3 +180,16 @@ impl TlsgateRun {
         self.addrs[name]
     }
 }
+
+/// The names of process `pid`'s threads, as `/proc/PID/task/*/comm` shows them (empty when the
+/// process is gone).
+pub fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .map(|comm| comm.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

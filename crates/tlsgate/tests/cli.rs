@@ -634,29 +634,20 @@ fn run_without_config_falls_back_to_home_for_the_ca() {
     terminate(&mut child);
 }
 
-/// The names of `pid`'s threads.
-fn thread_names(pid: u32) -> Vec<String> {
-    fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("the process's threads")
-        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|comm| comm.trim().to_owned())
-        .collect()
-}
-
-/// Waits (5 s at most) until `pid` has `want` threads named like tokio's runtime workers.
-/// tokio creates them while it builds the runtime, but a new thread names itself only once it
-/// first runs, which on a loaded machine can come after the process has printed its listeners.
+/// Waits (5 s at most) until `pid` has `want` worker threads. They are started before the process
+/// prints its listeners, but a new thread names itself only once it first runs, which on a loaded
+/// machine can come later.
 fn wait_for_worker_threads(pid: u32, want: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let names = thread_names(pid);
-        let workers = names.iter().filter(|n| *n == "tokio-rt-worker").count();
+        let names = tlsgate_testkit::thread_names(pid);
+        let workers = names.iter().filter(|n| *n == "tlsgate-worker").count();
         if workers == want {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{workers} runtime workers, want {want}; threads: {names:?}"
+            "{workers} worker threads, want {want}; threads: {names:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -8,6 +8,7 @@
 
 mod lifecycle;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -65,18 +66,20 @@ fn load_worker(
 }
 
 /// Established TCP connections (from anyone in this network namespace) to local port `port`.
-fn connections_to(port: u16) -> usize {
+/// The local ends of the established connections to `port` (the edge's links to the relay).
+fn links_to(port: u16) -> BTreeSet<String> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let remote = format!(":{port:04X}");
     table
         .lines()
         .skip(1)
-        .filter(|line| {
+        .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // fields: sl local remote state ...; state 01 is ESTABLISHED.
-            fields.len() > 3 && fields[2].ends_with(&remote) && fields[3] == "01"
+            let link = fields.len() > 3 && fields[2].ends_with(&remote) && fields[3] == "01";
+            link.then(|| fields[1].to_owned())
         })
-        .count()
+        .collect()
 }
 
 fn status_of(cmd: &mut std::process::Command) -> u16 {
@@ -165,6 +168,9 @@ fn reload_under_load_swaps_relay_certificate_and_policy_without_a_failed_request
         policy: Some("policy-v2.yaml"),
         ..Version::default()
     });
+    // The old generation's h2 connections to the relay (one per worker that carried tunnels).
+    let old_links = links_to(relay.port());
+    assert!(!old_links.is_empty(), "the edge is linked to the relay");
     let hup = Instant::now();
     signal(&child, "HUP");
     let applied = r#"tlsgate_config_reloads_total{result="applied"}"#;
@@ -249,18 +255,23 @@ fn reload_under_load_swaps_relay_certificate_and_policy_without_a_failed_request
         metric(admin, r#"tlsgate_config_reloads_total{result="rejected"}"#),
         Some(2.0)
     );
-    // The replaced generation retires: its pooled h2 connection to the relay closes once its last
-    // stream ended, leaving the new generation's one connection (pool_size 1).
+    // The replaced generation retires: its pooled h2 connections to the relay close once their
+    // last streams ended, leaving the new generation's: one per worker that carried tunnels since
+    // (pool_size 1).
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut links = connections_to(relay.port());
-    while links > 1 && Instant::now() < deadline {
+    let mut links = links_to(relay.port());
+    while !links.is_disjoint(&old_links) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        links = connections_to(relay.port());
+        links = links_to(relay.port());
     }
-    assert_eq!(
-        links,
-        1,
-        "edge → relay connections after the reload settled\n{}",
+    let workers = tlsgate_testkit::thread_names(child.id())
+        .iter()
+        .filter(|name| *name == "tlsgate-worker")
+        .count();
+    assert!(
+        links.is_disjoint(&old_links) && (1..=workers).contains(&links.len()),
+        "edge → relay connections after the reload settled: {links:?} (before it: {old_links:?}; \
+         {workers} workers)\n{}",
         lab.log()
     );
     eprintln!(

@@ -39,6 +39,12 @@ use crate::transport::Body;
 use crate::upstream::{DestinationGuard, Resolver};
 
 /// The generation's pool of upstream HTTP/1.1 connections, built on first use.
+///
+/// One for all worker threads ([`crate::workers`]), unlike the interceptor's origin pool: a
+/// connection's task runs on the worker that opened it, and a request from another worker crosses
+/// threads to use it. Per worker, the idle connections a relay keeps would depend on which workers
+/// its h2 connections from edges landed on, so its idle footprint would not be the same from one
+/// idle moment to the next.
 #[derive(Default)]
 pub struct UpstreamPool {
     client: OnceLock<Client<GuardedConnector, Body>>,

@@ -263,6 +263,7 @@ impl Bumped {
             port: self.port,
             name: name.to_owned(),
             accepts_invalid: self.state.accepts_invalid(name),
+            worker: crate::workers::current(),
         }
     }
 

@@ -75,6 +75,9 @@ pub(crate) struct Key {
     pub name: String,
     /// Whether an invalid certificate is accepted for `name` (`danger_accept_invalid_upstream_certs`).
     pub accepts_invalid: bool,
+    /// The worker thread whose connections these are ([`crate::workers::current`]): a worker
+    /// uses only connections it opened, whose tasks run on its own thread.
+    pub worker: Option<usize>,
 }
 
 /// A connection's request handle.
@@ -281,7 +284,7 @@ impl Upstreams {
             let dial = (!entry.http1_only).then(|| entry.dial.clone());
             let may = entry.coalesce && dial.is_some() && !key.accepts_invalid;
             let candidates = if may && let Coalescing::On { .. } = coalescing {
-                coalescable(&entries, key.port)
+                coalescable(&entries, key)
             } else {
                 Vec::new()
             };
@@ -566,15 +569,18 @@ impl Upstreams {
     }
 }
 
-/// The distinct live h2 connections to `port` that were verified strictly: those that might
-/// carry another name's requests (one clone each; O(keys), only when a key has no connection).
-fn coalescable(entries: &HashMap<Key, Entry>, port: u16) -> Vec<H2Conn> {
+/// The distinct live h2 connections of `wanted`'s worker to its port that were verified strictly:
+/// those that might carry `wanted`'s requests (one clone each; O(keys), only when a key has no
+/// connection).
+fn coalescable(entries: &HashMap<Key, Entry>, wanted: &Key) -> Vec<H2Conn> {
+    let (port, worker) = (wanted.port, wanted.worker);
     let mut ids = std::collections::HashSet::new();
     let mut found = Vec::new();
     for (key, entry) in entries {
         let Some(h2) = &entry.h2 else { continue };
-        let same_port =
-            key.port == port && h2.reach.as_ref().is_some_and(|r| r.peer.port() == port);
+        let same_port = key.port == port
+            && key.worker == worker
+            && h2.reach.as_ref().is_some_and(|r| r.peer.port() == port);
         // Many keys may hold one coalesced connection: each is looked at once.
         if same_port && !key.accepts_invalid && ids.insert(h2.id) && !h2.sender.is_closed() {
             found.push(h2.clone());
@@ -632,6 +638,7 @@ mod tests {
             port: 443,
             name: name.into(),
             accepts_invalid: false,
+            worker: None,
         }
     }
 
@@ -643,6 +650,15 @@ mod tests {
         };
         assert_ne!(key("a.example"), key("b.example"));
         assert_ne!(key("a.example"), lenient);
+        let on_worker = Key {
+            worker: Some(0),
+            ..key("a.example")
+        };
+        assert_ne!(
+            key("a.example"),
+            on_worker,
+            "workers do not share connections"
+        );
         assert_eq!(key("a.example"), key("a.example"));
     }
 

@@ -57,6 +57,9 @@ pub struct Pool {
 
 struct Slot {
     addr: SocketAddr,
+    /// The worker thread whose tunnels use this slot first, and whose runtime runs its connection
+    /// ([`crate::workers::current`]); `None` outside worker threads.
+    worker: Option<usize>,
     relay: Arc<RelayUpstream>,
     endpoints: Arc<Endpoints>,
     timeouts: Timeouts,
@@ -296,19 +299,28 @@ impl Pool {
             .find_map(|addr| self.sender_for(addr).map(|s| (addr, s)))
     }
 
-    /// A live sender of one of `addr`'s slots, in turn.
+    /// A live sender of one of `addr`'s slots, in turn: the calling worker's own slots first (their
+    /// connections run on its thread), another worker's while none of its own is up.
     fn sender_for(&self, addr: SocketAddr) -> Option<SendRequest<Bytes>> {
+        let worker = crate::workers::current();
         let slots = self.lock();
-        let mine: Vec<&Arc<Slot>> = slots.iter().filter(|s| s.addr == addr).collect();
-        if mine.is_empty() {
-            return None;
-        }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..mine.len()).find_map(|i| mine[(start + i) % mine.len()].current())
+        let pick = |own: bool| {
+            let of: Vec<&Arc<Slot>> = slots
+                .iter()
+                .filter(|s| s.addr == addr && (s.worker == worker) == own)
+                .collect();
+            (0..of.len()).find_map(|i| of[(start + i) % of.len()].current())
+        };
+        pick(true).or_else(|| pick(false))
     }
 
-    /// Gives every endpoint `pool_size` slots and stops the slots of endpoints that are gone.
+    /// Gives every endpoint `pool_size` slots for the calling worker (started on its runtime) and
+    /// stops the slots of endpoints that are gone. On worker threads each worker has its own
+    /// connections to the relay, like its own origin connections: a tunnel's frames never cross
+    /// threads.
     fn sync_slots(&self) {
+        let worker = crate::workers::current();
         let addrs = self.endpoints.addrs();
         let mut slots = self.lock();
         slots.retain(|slot| {
@@ -320,10 +332,14 @@ impl Pool {
             keep
         });
         for addr in addrs {
-            let have = slots.iter().filter(|s| s.addr == addr).count();
+            let have = slots
+                .iter()
+                .filter(|s| s.addr == addr && s.worker == worker)
+                .count();
             for _ in have..self.relay.pool_size.max(1) {
                 let slot = Arc::new(Slot {
                     addr,
+                    worker,
                     relay: self.relay.clone(),
                     endpoints: self.endpoints.clone(),
                     timeouts: self.timeouts,

@@ -110,10 +110,9 @@ struct RunArgs {
     /// Log filter, e.g. `info` or `tlsgate_proxy=debug,info`. Overrides RUST_LOG; default `info`.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
-    /// Threads that serve connections; default one per CPU core (or TOKIO_WORKER_THREADS).
-    /// Fewer threads hand requests between each other less often: on a small machine shared with
-    /// other work, `--workers 1` costs less CPU per request, but serves from one core at most
-    /// (docs/performance.md).
+    /// Threads that serve connections (named tlsgate-worker); default one per CPU core. Each
+    /// connection stays on the thread that accepted it, with the origin connections it opens, so
+    /// its requests are not handed between threads; the main thread runs the admin API and reloads.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }

@@ -4,12 +4,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
 use tlsgate_proxy::Gateway;
 use tlsgate_proxy::config::Config;
 use tlsgate_proxy::reload::ConfigSource;
+use tlsgate_proxy::workers::Workers;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -29,8 +31,7 @@ const DEFAULT_CA_DAYS: u32 = 3650;
 const TRY_URL: &str = "https://example.com/";
 
 /// `config`: the file to run; `None` runs the default intercepting proxy on `listen`.
-/// `workers`: the runtime's worker threads; `None` leaves tokio's default (one per core, or
-/// TOKIO_WORKER_THREADS).
+/// `workers`: the threads that serve connections; `None`: one per CPU core.
 pub fn run(
     config: Option<&Path>,
     listen: SocketAddr,
@@ -41,21 +42,24 @@ pub fn run(
         return fail(&err);
     }
     crate::heap::keep_freed_buffers();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(usize::from(n));
-    }
-    let runtime = builder
+    let workers = workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    // This thread runs the admin API, signals and reloads; the workers accept and serve the
+    // connections, each on its own single-threaded runtime (tlsgate_proxy::workers).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime");
     let result = runtime.and_then(|rt| {
+        let workers = Arc::new(Workers::start(workers).context("starting the worker threads")?);
         rt.block_on(async {
             match config {
-                Some(path) => serve(load_file(path)?, None, file_source(path)).await,
+                Some(path) => serve(load_file(path)?, None, file_source(path), workers).await,
                 None => {
                     let (config, ca_cert, dir) = default_proxy(listen)?;
-                    serve(config, Some(ca_cert), default_source(listen, dir)).await
+                    serve(config, Some(ca_cert), default_source(listen, dir), workers).await
                 }
             }
         })
@@ -155,11 +159,15 @@ async fn serve(
     config: Config,
     ca_cert: Option<PathBuf>,
     source: ConfigSource,
+    workers: Arc<Workers>,
 ) -> anyhow::Result<()> {
     let grace = config.timeouts.shutdown_grace;
     // Before announcing the listeners: a supervisor may signal as soon as it sees them.
     let mut signals = Signals::new()?;
-    let gateway = Gateway::bind(config).await.context("binding listeners")?;
+    let gateway = Gateway::bind(config)
+        .await
+        .context("binding listeners")?
+        .with_workers(workers);
     let reloader = gateway.reloader();
     reloader.set_source(source);
     let addrs = gateway.local_addrs();
