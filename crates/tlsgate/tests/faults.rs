@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tlsgate_testkit::{
     ChildGuard, Misbehaviour, RESET_CHUNK, TestCa, TestDns, TlsgateRun, spawn_faulty_origin,
+    thread_names,
 };
 use tokio::task::JoinSet;
 
@@ -25,13 +26,18 @@ const PER_FAULT: usize = 5;
 /// `timeouts.http_request` and `timeouts.handshake` of the proxy under test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Allowed RSS growth after all faults over the warmed-up baseline (measured: about 1.2 MiB, reached
+/// Allowed RSS growth after all faults over the warmed-up baseline (measured: 0.8–1.4 MiB, reached
 /// within four rounds and flat after — allocator arenas and the resolver's caches filling).
 const RSS_SLACK_KIB: u64 = 2048;
-/// Allowed RSS growth over the second half of the rounds, once that steady state is reached
-/// (measured: under 100 KiB). A leak of one connection's buffers per fault (≥ 16 KiB × 25 faults a
-/// round) would exceed it many times over.
-const RSS_STEADY_SLACK_KIB: u64 = 256;
+/// Allowed RSS growth of one round in the second half, once the first half has warmed up. A leak
+/// grows memory in every round: one connection's buffers per fault (≥ 16 KiB × 25 faults a round)
+/// would exceed it three times over. An allocator arena reaching a new high-water mark grows it in
+/// one round now and then (one arena per worker thread, filled by the connections that worker
+/// accepted; measured in 18 runs with two workers: above this in 2 of 72 rounds, 172 and 292 KiB,
+/// never twice in one run), so the check fails when more than half of those rounds grew by more.
+const RSS_ROUND_SLACK_KIB: u64 = 128;
+/// Most batches of side-by-side requests the warm-up sends before the baseline is taken.
+const WARM_UP_BATCHES: usize = 10;
 
 fn tlsgate(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tlsgate"))
@@ -211,11 +217,30 @@ async fn upstream_faults_get_clear_errors_and_leave_no_residue() {
     let proxy = Arc::new(start_proxy(dir.path(), &origin_ca_pem, dns.addr));
     let pid = proxy.child.id();
 
-    // Warm up (certificate cache, resolver, allocator), then take the baseline.
-    for i in 0..10 {
-        healthy(&proxy, good, &format!("warm-up {i}")).await;
+    // Warm up (certificate cache, resolver, allocator arenas), then take the baseline. Each worker
+    // thread keeps origin connections of its own (tlsgate_proxy::workers), so its idle footprint
+    // depends on which workers have served: the warm-up sends requests side by side, which a busy
+    // worker leaves to the others, until the descriptor count stops changing.
+    let workers = thread_names(pid)
+        .iter()
+        .filter(|name| *name == tlsgate_proxy::workers::THREAD_NAME)
+        .count();
+    assert!(workers >= 1, "worker threads: {:?}", thread_names(pid));
+    let mut settled = None;
+    for batch in 0..WARM_UP_BATCHES {
+        let urls = (0..4 * workers)
+            .map(|i| format!("https://good.test:{}/warm-up-{batch}-{i}", good.port()))
+            .collect();
+        for seen in curl_many(&proxy, urls).await {
+            assert_eq!((seen.exit, seen.status), (0, 200), "warm-up: {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fds = fd_count(pid);
+        if batch >= 2 && settled == Some(fds) {
+            break;
+        }
+        settled = Some(fds);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let (base_fds, base_rss) = (fd_count(pid), rss_kib(pid));
 
     let mut worst_stall = Duration::ZERO;
@@ -314,10 +339,18 @@ async fn upstream_faults_get_clear_errors_and_leave_no_residue() {
         fds <= base_fds,
         "file descriptors leaked: {base_fds} -> {fds}"
     );
-    let half = round_rss[ROUNDS / 2 - 1];
+    let steps: Vec<u64> = round_rss[ROUNDS / 2 - 1..]
+        .windows(2)
+        .map(|pair| pair[1].saturating_sub(pair[0]))
+        .collect();
+    let grew = steps
+        .iter()
+        .filter(|&&step| step > RSS_ROUND_SLACK_KIB)
+        .count();
     assert!(
-        rss <= half + RSS_STEADY_SLACK_KIB,
-        "memory kept growing over the second half of the rounds: {half} KiB -> {rss} KiB"
+        grew * 2 <= steps.len(),
+        "memory kept growing over the second half of the rounds: {steps:?} KiB a round, \
+         {grew} of them more than {RSS_ROUND_SLACK_KIB} KiB"
     );
     assert!(
         rss <= base_rss + RSS_SLACK_KIB,
