@@ -303,10 +303,10 @@ impl Bumped {
             .take();
         let upstreams = &self.state.upstreams;
         let checkout = match first {
+            // Once per client connection: boxed, so its handshake's state does not make every
+            // request's future larger (`BumpService::call`).
             Some(conn) if key.name == self.name => {
-                upstreams
-                    .start(key, conn, self.first_offered_h2, &self.shared)
-                    .await
+                Box::pin(upstreams.start(key, conn, self.first_offered_h2, &self.shared)).await
             }
             _ => {
                 let mut seen = None;
@@ -348,7 +348,7 @@ impl Bumped {
         let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
         let name: Cow<'_, str> = match self.by_host {
             None => Cow::Borrowed(&self.name),
-            Some(dst) => match self.admit_host(&authority, dst).await {
+            Some(dst) => match Box::pin(self.admit_host(&authority, dst)).await {
                 Ok(host) => Cow::Owned(host),
                 Err(refusal) => return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal),
             },
@@ -364,7 +364,7 @@ impl Bumped {
         }
         let req = Request::from_parts(parts, body);
         if is_upgrade(req.headers()) {
-            return self.upgrade(req, ctx, &name).await;
+            return Box::pin(self.upgrade(req, ctx, &name)).await;
         }
         let key = self.key(&name);
         let (mut parts, body) = req.into_parts();

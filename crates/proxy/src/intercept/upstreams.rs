@@ -140,6 +140,15 @@ struct Entry {
     last_used: Instant,
 }
 
+/// What [`Upstreams::acquire`] found under the lock for a key without a usable connection.
+struct Missing {
+    /// Held by whoever opens a connection that may be h2 for the key; `None` once the origin
+    /// chose HTTP/1.1 (each request then opens its own when none is idle).
+    dial: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Other names' live h2 connections that might carry the key's requests (coalescing).
+    candidates: Vec<H2Conn>,
+}
+
 /// A shared h2 connection: its request handle, certificate facts and number.
 #[derive(Clone)]
 struct H2Conn {
@@ -290,6 +299,24 @@ impl Upstreams {
             };
             (dial, candidates)
         };
+        // Boxed: most requests find a connection above, and the state of opening one (connect,
+        // TLS and HTTP handshakes) would otherwise make every request's future that much larger.
+        let missing = Missing { dial, candidates };
+        Box::pin(self.open(key, origin, shared, coalescing, seen, missing)).await
+    }
+
+    /// [`Self::acquire`] when `key` has no usable connection: coalesce onto another name's, or
+    /// open one.
+    async fn open(
+        &self,
+        key: &Key,
+        origin: &OriginTls,
+        shared: &Arc<Shared>,
+        coalescing: Coalescing,
+        seen: &mut Option<UpstreamCert>,
+        missing: Missing,
+    ) -> Result<Checkout, ConnError> {
+        let Missing { dial, candidates } = missing;
         if !candidates.is_empty()
             && let Coalescing::On { resolved } = coalescing
             && let Some(found) = self.coalesce(key, candidates, resolved, shared).await
