@@ -4,7 +4,9 @@
 //!
 //! Two origin connections are interchangeable only when they were opened to the same address and
 //! port, verified for (and sent as SNI) the same name, with the same verification leniency
-//! ([`Key`]); a connection is never handed to a request for another name.
+//! ([`Key`]); a connection is never handed to a request for another name. On worker threads
+//! ([`crate::workers`]) the key also names the worker: a worker's requests use only the
+//! connections it opened, whose tasks run on its thread, so each worker keeps its own.
 //! - HTTP/2 origin connections are shared: one live connection per key carries the requests of
 //!   every client connection with that key (replaced when it closes). While it is being opened,
 //!   other clients wanting the same key wait for it (bounded by the connect and handshake
