@@ -91,12 +91,7 @@ fn status_of(cmd: &mut std::process::Command) -> u16 {
 
 #[test]
 fn reload_under_load_swaps_relay_certificate_and_policy_without_a_failed_request() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime for the origin");
-    let lab = runtime.block_on(Lab::new());
+    let (_runtime, lab) = Lab::on_runtime();
     let v1 = lab.issue_relay_cert("relay-v1");
     let v2 = lab.issue_relay_cert("relay-v2");
     assert_ne!(v1, v2);

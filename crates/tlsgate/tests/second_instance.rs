@@ -16,12 +16,7 @@ const REQUESTS: usize = 20;
 
 #[test]
 fn a_second_gateway_on_a_listening_address_fails_with_the_reason_and_takes_no_connections() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime for the origin");
-    let lab = runtime.block_on(Lab::new());
+    let (_runtime, lab) = Lab::on_runtime();
     lab.issue_relay_cert("relay-v1");
     let config = lab.write_config(&Version::default());
     let (first, addrs) = lab.start();

@@ -35,12 +35,7 @@ fn spawn_transfer(mut cmd: std::process::Command) -> Transfer {
 
 #[test]
 fn sigterm_drains_downloads_and_tunnels_refuses_new_connections_and_exits_0() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime for the origin");
-    let lab = runtime.block_on(Lab::new());
+    let (_runtime, lab) = Lab::on_runtime();
     lab.issue_relay_cert("relay-v1");
     lab.write_config(&Version {
         grace: &format!("{}s", GRACE.as_secs()),

@@ -58,6 +58,17 @@ impl Default for Version<'_> {
 }
 
 impl Lab {
+    /// A lab whose origin runs on the returned runtime (keep it alive as long as the lab).
+    pub fn on_runtime() -> (tokio::runtime::Runtime, Lab) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime for the origin");
+        let lab = runtime.block_on(Lab::new());
+        (runtime, lab)
+    }
+
     pub async fn new() -> Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let public = TestCa::new("lifecycle public CA");
