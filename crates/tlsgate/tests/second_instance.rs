@@ -15,7 +15,7 @@ const FAIL_WITHIN: Duration = Duration::from_secs(30);
 const REQUESTS: usize = 20;
 
 #[test]
-fn a_second_gateway_on_a_listening_address_fails_with_the_reason_and_takes_no_connections() {
+fn a_second_gateway_on_a_listening_address_fails_with_the_reason_and_the_first_keeps_serving() {
     let (_runtime, lab) = Lab::on_runtime();
     lab.issue_relay_cert("relay-v1");
     let config = lab.write_config(&Version::default());
