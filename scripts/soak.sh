@@ -11,8 +11,10 @@
 # must end in a 502/504 or a failed body within 10 s). A healthy request's error counts as
 # explained only if it overlaps the window of a fault that affects its path (relay kill: tunnel and
 # HTTP until 8 s after the restart; DNS: every path until 8 s after the outage); all others are
-# printed. The idle baseline is taken after the first round of every fault (the allocator's
-# high-water mark settles there); G's RSS before each later fault is printed. It exits non-zero on an
+# printed. Both processes run with one glibc malloc arena (GLIBC_TUNABLES=glibc.malloc.arena_max=1;
+# why: ONE_MALLOC_ARENA in crates/tlsgate/examples/soak.rs). The idle baseline is taken after the
+# first round of every fault (the arena's high-water mark settles there); G's RSS before each later
+# fault is printed. It exits non-zero on an
 # unexplained error, a faulty request without a clear error, G's
 # RSS growing 5% or more from that baseline, or fds of G or R above their idle
 # baseline at the end. Logs stay in $TMPDIR/tlsgate-soak-PID when it fails.

@@ -123,12 +123,25 @@ impl TlsgateRun {
         stderr: std::process::Stdio,
         listeners: usize,
     ) -> Result<Self, String> {
+        Self::start_with_env(bin, config, log_level, stderr, listeners, &[])
+    }
+
+    /// [`TlsgateRun::start`] with `env` added to the child's environment.
+    pub fn start_with_env(
+        bin: &std::path::Path,
+        config: &std::path::Path,
+        log_level: &str,
+        stderr: std::process::Stdio,
+        listeners: usize,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         use std::io::BufRead;
         let mut child = ChildGuard::spawn(
             Command::new(bin)
                 .args(["run", "--config"])
                 .arg(config)
                 .args(["--log-level", log_level])
+                .envs(env.iter().copied())
                 .stdout(std::process::Stdio::piped())
                 .stderr(stderr),
         )
