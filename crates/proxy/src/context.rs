@@ -192,8 +192,7 @@ impl HttpFacts {
     /// Facts of `req`, whose URL is built from `scheme`, the request authority (or `fallback_host`)
     /// and its origin-form target.
     pub fn of<B>(req: &http::Request<B>, scheme: &str, fallback_host: &str) -> Self {
-        let authority = crate::http_util::request_authority(req);
-        let host = authority.as_deref().unwrap_or(fallback_host);
+        let host = crate::http_util::request_authority(req).unwrap_or(fallback_host);
         Self {
             method: req.method().as_str().to_owned(),
             url: format!(

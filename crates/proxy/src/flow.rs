@@ -203,8 +203,9 @@ pub struct FlowRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFacts {
     /// The ALPN protocols the client offered in its ClientHello, in its order (at most
-    /// [`TlsFacts::MAX_ALPN`], each cut at [`TlsFacts::MAX_ALPN_LEN`] bytes, lossy UTF-8).
-    pub alpn: Vec<String>,
+    /// [`TlsFacts::MAX_ALPN`], each cut at [`TlsFacts::MAX_ALPN_LEN`] bytes, lossy UTF-8). Shared:
+    /// every request's record on a connection carries them.
+    pub alpn: Arc<[String]>,
     /// The highest TLS version the client offered (`supported_versions`, else the legacy version).
     pub version: Option<&'static str>,
     /// Bumped connections: the origin's certificate and its verification.
@@ -255,9 +256,10 @@ pub fn tls_version_name(version: u16) -> Option<&'static str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamCert {
     /// RFC 4514-style distinguished names, cut at `tlsgate_ca::MAX_NAME_LEN` bytes; empty when
-    /// the certificate could not be parsed.
-    pub subject: String,
-    pub issuer: String,
+    /// the certificate could not be parsed. Shared: every request's record on a connection
+    /// carries them.
+    pub subject: Arc<str>,
+    pub issuer: Arc<str>,
     /// Whether it verified against the listener's trust anchors for the requested name.
     pub verified: bool,
     /// When not verified: a stable label ([`UpstreamCert::ERRORS`]).

@@ -30,7 +30,7 @@ where
     B::Error: Into<crate::transport::BoxError>,
 {
     let (mut parts, body) = req.into_parts();
-    parts.uri = pool::upstream_uri(host, port, &origin_form(&parts.uri))?;
+    parts.uri = pool::upstream_uri(host, port, origin_form(&parts.uri))?;
     rewrite_head(&mut parts, authority)?;
     let request = Request::from_parts(parts, crate::transport::boxed(body));
     let response = shared.upstream_pool.send(shared, request).await?;

@@ -184,7 +184,8 @@ pub(crate) fn h2_abuse(h2: &h2::Error) -> Option<ConnError> {
 pub(crate) struct Timed<Svc> {
     inner: Svc,
     shared: Arc<Shared>,
-    conn: ConnCtx,
+    /// The connection's facts, copied into a flow record only when a request times out.
+    conn: Arc<ConnCtx>,
 }
 
 impl<Svc> Timed<Svc> {
@@ -192,7 +193,7 @@ impl<Svc> Timed<Svc> {
         Self {
             inner,
             shared: shared.clone(),
-            conn,
+            conn: Arc::new(conn),
         }
     }
 }
@@ -207,16 +208,17 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        let mut ctx = self.conn.clone();
-        ctx.started = std::time::Instant::now();
-        ctx.name = request_authority(&req).map(|a| host_of(&a));
-        let shared = self.shared.clone();
+        let started = std::time::Instant::now();
+        let name = request_authority(&req).map(host_of);
+        let (conn, shared) = (self.conn.clone(), self.shared.clone());
         let limit = shared.timeouts.http_request;
         let handling = self.inner.call(req);
         Box::pin(async move {
             if let Ok(response) = tokio::time::timeout(limit, handling).await {
                 return response;
             }
+            let mut ctx = ConnCtx::clone(&conn);
+            (ctx.started, ctx.name) = (started, name);
             let error = ConnError::RequestTimeout;
             let response = local_response(StatusCode::GATEWAY_TIMEOUT, &error);
             ctx.status = Some(response.status().as_u16());

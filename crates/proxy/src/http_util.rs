@@ -48,21 +48,20 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// The authority a request names: its absolute URI's (`:authority` in HTTP/2, absolute-form in
 /// HTTP/1.1, which RFC 9112 says wins), else its Host header.
-pub fn request_authority<B>(req: &http::Request<B>) -> Option<String> {
+pub fn request_authority<B>(req: &http::Request<B>) -> Option<&str> {
     req.uri()
         .authority()
-        .map(|a| a.as_str().to_owned())
+        .map(http::uri::Authority::as_str)
         .or_else(|| {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
         })
 }
 
 /// The origin-form target (`/path?query`) of a URI, `/` when it has none.
-pub fn origin_form(uri: &http::Uri) -> String {
-    uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()
+pub fn origin_form(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// The host part of `host[:port]` (brackets kept off IPv6 literals), lower-cased: a pure parser,

@@ -452,7 +452,7 @@ async fn another_sni_on_the_same_address_gets_its_own_origin_connection_and_cert
         f.tls
             .as_ref()
             .and_then(|t| t.upstream_cert.as_ref())
-            .map(|c| (c.subject.clone(), c.verified))
+            .map(|c| (c.subject.to_string(), c.verified))
     };
     let mut requests = Vec::new();
     let mut connections = Vec::new();

@@ -579,7 +579,7 @@ async fn tunnelled_connections_and_relay_refusals_are_l3_l4_flows() {
         .tls
         .as_ref()
         .expect("TLS facts on the edge's flow");
-    assert_eq!(tls.alpn, ["http/1.1"]);
+    assert_eq!(*tls.alpn, ["http/1.1"]);
     assert_eq!(tls.version, Some("TLSv1.3"));
     let edge_json = tlsgate_proxy::flow::hubble::flows(&tunnelled);
     assert_eq!(edge_json[0]["flow"]["tlsgate"]["mode"], "tunnel");

@@ -56,7 +56,7 @@ async fn handle(
 ) -> Response<Body> {
     ctx.upstream = Some(relay.upstream.name.clone());
     ctx.http = Some(HttpFacts::of(&req, "http", "-"));
-    let authority = request_authority(&req);
+    let authority = request_authority(&req).map(str::to_owned);
     let Some(authority) = authority else {
         let error = ConnError::ClientNoHost;
         let response = local_response(StatusCode::BAD_REQUEST, &error);

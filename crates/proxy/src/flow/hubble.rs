@@ -117,8 +117,8 @@ fn tlsgate_facts(record: &FlowRecord) -> Value {
     let tls = record.tls.as_ref();
     let upstream_cert = tls.and_then(|t| t.upstream_cert.as_ref()).map(|c| {
         json!({
-            "subject": c.subject,
-            "issuer": c.issuer,
+            "subject": &*c.subject,
+            "issuer": &*c.issuer,
             "verified": c.verified,
             "error": c.error,
         })
@@ -128,7 +128,7 @@ fn tlsgate_facts(record: &FlowRecord) -> Value {
         "role": record.role.as_str(),
         "mode": record.mode.as_str(),
         "sni": record.name,
-        "alpn": tls.map(|t| &t.alpn),
+        "alpn": tls.map(|t| &*t.alpn),
         "tls_version": tls.and_then(|t| t.version),
         "upstream_cert": upstream_cert,
         "upstream": record.upstream,

@@ -161,7 +161,9 @@ pub(crate) async fn serve<S>(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     // Upstream-first offered the client's protocols (HTTP/1.1 when it named none).
     let first_offered_h2 = client_alpn.iter().any(|p| p == ALPN_H2);
+    let key = origin_key(&host, target.port, &name, &state);
     let bumped = Arc::new(Bumped {
+        key,
         first: std::sync::Mutex::new(first_origin),
         vetted: std::sync::Mutex::new(Some(target.vetted)),
         first_offered_h2,
@@ -191,6 +193,17 @@ pub(crate) async fn serve<S>(
     ctx.finish(&shared, counts.moved(), &served);
 }
 
+/// The origin pool's key for requests named `name` to `host:port`, on the calling worker.
+fn origin_key(host: &str, port: u16, name: &str, state: &InterceptState) -> Key {
+    Key {
+        host: host.to_owned(),
+        port,
+        name: name.to_owned(),
+        accepts_invalid: state.accepts_invalid(name),
+        worker: crate::workers::current(),
+    }
+}
+
 /// One bumped client connection's view of its origin.
 struct Bumped {
     /// The name the connection was allowed for (SNI, else CONNECT host, else IP).
@@ -201,6 +214,8 @@ struct Bumped {
     /// Where to connect (CONNECT host or original destination) and the port.
     host: String,
     port: u16,
+    /// The origin pool's key for `name`, made once per connection.
+    key: Key,
     listener: Arc<str>,
     client: SocketAddr,
     /// What the client offered in its ClientHello, copied to every request's record.
@@ -256,15 +271,13 @@ impl Bumped {
         }
     }
 
-    /// What makes an origin connection fit for a request named `name` on this connection.
-    fn key(&self, name: &str) -> Key {
-        Key {
-            host: self.host.clone(),
-            port: self.port,
-            name: name.to_owned(),
-            accepts_invalid: self.state.accepts_invalid(name),
-            worker: crate::workers::current(),
+    /// What makes an origin connection fit for a request named `name` on this connection: the
+    /// connection's own key when `name` is its name (every request but those named by Host).
+    fn key(&self, name: &str) -> Cow<'_, Key> {
+        if name == self.key.name {
+            return Cow::Borrowed(&self.key);
         }
+        Cow::Owned(origin_key(&self.host, self.port, name, &self.state))
     }
 
     /// A dedicated TLS connection to the origin, verified for (and with SNI) `name`.
@@ -345,7 +358,7 @@ impl Bumped {
             let e = ConnError::UpstreamCertInvalid(problem.clone());
             return refuse(ctx, &self.shared, StatusCode::BAD_GATEWAY, e);
         }
-        let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
+        let authority = request_authority(&req).map_or_else(|| self.name.clone(), str::to_owned);
         let name: Cow<'_, str> = match self.by_host {
             None => Cow::Borrowed(&self.name),
             Some(dst) => match Box::pin(self.admit_host(&authority, dst)).await {
@@ -354,21 +367,19 @@ impl Bumped {
             },
         };
         let (mut parts, body) = req.into_parts();
-        let target = origin_form(&parts.uri);
+        let path = origin_form(&parts.uri).to_owned();
         let (method, headers) = (&parts.method, &mut parts.headers);
         let checked = self
             .state
-            .check_request(&name, self.port, method, &target, &authority, headers);
+            .check_request(&name, self.port, method, &path, &authority, headers);
         if let Err(refusal) = checked.or_else(|refusal| self.state.audit(&mut ctx, refusal)) {
             return refuse(ctx, &self.shared, StatusCode::FORBIDDEN, refusal);
         }
-        let req = Request::from_parts(parts, body);
-        if is_upgrade(req.headers()) {
+        if is_upgrade(&parts.headers) {
+            let req = Request::from_parts(parts, body);
             return Box::pin(self.upgrade(req, ctx, &name)).await;
         }
         let key = self.key(&name);
-        let (mut parts, body) = req.into_parts();
-        let path = origin_form(&parts.uri);
         strip_hop_by_hop(&mut parts.headers);
         let mut request = Request::from_parts(parts, crate::transport::boxed(body));
         let mut retried = false;
@@ -486,7 +497,7 @@ impl Bumped {
         name: &str,
     ) -> Response<Body> {
         let client_upgrade = hyper::upgrade::on(&mut req);
-        let authority = request_authority(&req).unwrap_or_else(|| self.name.clone());
+        let authority = request_authority(&req).map_or_else(|| self.name.clone(), str::to_owned);
         let conn = self.connect_origin(vec![ALPN_HTTP1.to_vec()], name).await;
         ctx.set_upstream_cert(self.cert());
         let conn = match conn {

@@ -181,7 +181,7 @@ impl PlainHttp {
         let mut ctx = new_ctx(self.listener.clone(), self.client);
         ctx.mode = Mode::Http;
         ctx.http = Some(HttpFacts::of(&req, "http", &self.target.connect_host()));
-        let authority = request_authority(&req);
+        let authority = request_authority(&req).map(str::to_owned);
         let Some(authority) = authority else {
             return refuse(
                 ctx,
@@ -196,14 +196,8 @@ impl PlainHttp {
         let target = crate::http_util::origin_form(&parts.uri);
         let decided = self.state.decide(&name, self.target.port).and_then(|_| {
             let (method, headers) = (&parts.method, &mut parts.headers);
-            self.state.check_request(
-                &name,
-                self.target.port,
-                method,
-                &target,
-                &authority,
-                headers,
-            )
+            self.state
+                .check_request(&name, self.target.port, method, target, &authority, headers)
         });
         let decided = decided.or_else(|refusal| self.state.audit(&mut ctx, refusal));
         if let Err(refusal) = decided {

@@ -203,8 +203,8 @@ impl UpstreamCert {
         let names = tlsgate_ca::cert_names(der.as_ref());
         let (subject, issuer) = names.map_or_else(Default::default, |n| (n.subject, n.issuer));
         Self {
-            subject,
-            issuer,
+            subject: subject.into(),
+            issuer: issuer.into(),
             verified: error.is_none(),
             error: error.map(error_label),
         }

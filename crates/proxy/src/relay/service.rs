@@ -162,7 +162,7 @@ impl RelayService {
     async fn forward(self, req: Request<Body>) -> Response<Body> {
         let mut ctx = self.ctx(Mode::Http);
         ctx.http = Some(HttpFacts::of(&req, "http", "-"));
-        let authority = request_authority(&req);
+        let authority = request_authority(&req).map(str::to_owned);
         let Some(authority) = authority else {
             return self.refuse(ctx, StatusCode::BAD_REQUEST, ConnError::ClientNoHost);
         };
