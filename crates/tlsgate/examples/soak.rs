@@ -740,9 +740,11 @@ async fn soak(args: Args) -> bool {
     });
     let g_pid = gateway.pid();
     println!(
-        "soak: {:?}, a fault every {:?}; G pid {g_pid} {:?}; R pid {} port {}; logs in {}",
+        "soak: {:?}, a fault every {:?}; G and R run with {}={}; G pid {g_pid} {:?}; R pid {} port {}; logs in {}",
         args.run_for,
         args.fault_every,
+        ONE_MALLOC_ARENA.0,
+        ONE_MALLOC_ARENA.1,
         gateway.addrs,
         relay.pid(),
         lab.relay_port,
