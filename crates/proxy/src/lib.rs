@@ -18,6 +18,7 @@ pub mod http_util;
 pub mod intercept;
 pub mod io;
 pub mod metrics;
+pub mod outer;
 pub mod policy;
 pub mod relay;
 pub mod reload;

@@ -73,6 +73,8 @@ pub fn relay_client_configs(
             .map_err(TlsConfigError::BadIdentity)?,
         None => builder.with_no_client_auth(),
     };
+    // The outer layer's records are sealed and opened by `outer`, with the keys rustls hands over.
+    config.enable_secret_extraction = true;
     let raw = Arc::new(config.clone());
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok((Arc::new(config), raw))
@@ -100,6 +102,8 @@ pub fn relay_server_config(
         .with_single_cert(chain, key)
         .map_err(TlsConfigError::BadIdentity)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    // The outer layer's records are sealed and opened by `outer`, with the keys rustls hands over.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

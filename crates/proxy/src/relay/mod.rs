@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::admit::{ClientIdentity, Permit, TunnelLimit};
 use crate::config::RelayListener;
@@ -34,10 +33,14 @@ pub async fn serve(
     shared: Arc<Shared>,
     tunnels: Arc<TunnelLimit>,
 ) {
-    let acceptor = TlsAcceptor::from(relay.tls.clone());
     // Boxed: the TLS session (about 1 KiB) then moves by pointer through the layers below
     // instead of being copied into each one's future, which an idle tunnel would hold for its life.
-    let tls = match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(
+        shared.timeouts.handshake,
+        crate::outer::accept(relay.tls.clone(), tcp),
+    )
+    .await
+    {
         Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => {
             let ctx = ConnCtx::new(listener, Role::Relay, Mode::Splice, client);
@@ -58,11 +61,10 @@ pub async fn serve(
             return;
         }
     };
-    let session = tls.get_ref().1;
-    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let alpn = tls.alpn_protocol().map(<[u8]>::to_vec);
     // The client certificate (verified by the handshake when mTLS is configured) names the client
     // for its tunnel limit; without one, its address does.
-    let cert = session.peer_certificates().and_then(|chain| chain.first());
+    let cert = tls.peer_certificate();
     let identity = ClientIdentity::of(cert.map(|c| c.as_ref()), client.ip());
     let admission = Admission { tunnels, identity };
     let service = RelayService::new(

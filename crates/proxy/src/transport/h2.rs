@@ -462,8 +462,7 @@ impl Slot {
     }
 }
 
-type Connection =
-    h2::client::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Bytes>;
+type Connection = h2::client::Connection<crate::outer::Outer<tokio::net::TcpStream>, Bytes>;
 
 /// One TLS 1.3 + HTTP/2 connection to one relay endpoint.
 async fn connect(
@@ -472,7 +471,7 @@ async fn connect(
     timeouts: &Timeouts,
 ) -> Result<(SendRequest<Bytes>, Connection), (EjectReason, ConnError)> {
     let stream = tls::handshake(addr, relay, timeouts, relay.tls_h2.clone()).await?;
-    if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+    if stream.alpn_protocol() != Some(crate::tls::ALPN_H2) {
         return Err((
             EjectReason::H2HandshakeFailed,
             ConnError::RelayUnavailable(format!("the relay at {addr} did not negotiate ALPN h2")),

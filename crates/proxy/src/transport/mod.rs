@@ -8,10 +8,10 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::outer::Outer;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RelayUpstream, Timeouts, Transport};
@@ -75,7 +75,7 @@ pub enum Tunnel {
     /// An HTTP/2 CONNECT stream.
     H2(H2Io),
     /// A dedicated outer TLS connection.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<Outer<TcpStream>>),
 }
 
 /// An edge's handle on one relay: opens tunnels with the configured transport, and sends forwarded

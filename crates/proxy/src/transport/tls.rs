@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -14,6 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use super::endpoints::{EjectReason, Endpoints, HEDGE_AFTER};
 use crate::config::{RelayUpstream, Timeouts};
 use crate::error::ConnError;
+use crate::outer::{self, Outer};
 
 /// Connects to the relay and completes the outer handshake (SNI = the relay's name, no ALPN),
 /// trying its endpoints in turn: a failing endpoint is ejected and the next one is tried within the
@@ -24,7 +23,7 @@ pub async fn connect(
     relay: &RelayUpstream,
     endpoints: &Arc<Endpoints>,
     timeouts: &Timeouts,
-) -> Result<(SocketAddr, TlsStream<TcpStream>), ConnError> {
+) -> Result<(SocketAddr, Outer<TcpStream>), ConnError> {
     endpoints
         .ensure_resolved()
         .await
@@ -95,7 +94,7 @@ pub async fn handshake(
     relay: &RelayUpstream,
     timeouts: &Timeouts,
     config: Arc<rustls::ClientConfig>,
-) -> Result<TlsStream<TcpStream>, (EjectReason, ConnError)> {
+) -> Result<Outer<TcpStream>, (EjectReason, ConnError)> {
     let tcp = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
@@ -114,10 +113,9 @@ pub async fn handshake(
     };
     // Tunnels carry interactive TLS handshakes: do not wait to coalesce small writes.
     let _ = tcp.set_nodelay(true);
-    let connector = TlsConnector::from(config);
     match tokio::time::timeout(
         timeouts.handshake,
-        connector.connect(relay.server_name.clone(), tcp),
+        outer::connect(config, relay.server_name.clone(), tcp),
     )
     .await
     {
