@@ -60,49 +60,35 @@ fn invalid(reason: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::E
 pub async fn connect<IO>(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
-    mut io: IO,
+    io: IO,
 ) -> io::Result<Outer<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = UnbufferedClientConnection::new(config, name).map_err(invalid)?;
-    let rest = drive(&mut conn, &mut io).await?;
-    let facts = Facts::of(&conn);
-    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(invalid)?;
-    let suite = kernel.negotiated_cipher_suite();
-    let version = kernel.protocol_version();
-    Outer::new(
-        io,
-        Kernel::Client(kernel),
-        suite,
-        version,
-        secrets,
-        rest,
-        facts,
-    )
+    let conn = UnbufferedClientConnection::new(config, name).map_err(invalid)?;
+    establish(conn, io).await
 }
 
 /// Accepts a TLS 1.3 client over `io`: the handshake, then an [`Outer`] stream.
 /// `config` must set `enable_secret_extraction`.
-pub async fn accept<IO>(config: Arc<ServerConfig>, mut io: IO) -> io::Result<Outer<IO>>
+pub async fn accept<IO>(config: Arc<ServerConfig>, io: IO) -> io::Result<Outer<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
+    let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
+    establish(conn, io).await
+}
+
+/// The handshake, then the keys move from rustls to the [`Outer`] stream.
+async fn establish<C, IO>(mut conn: C, mut io: IO) -> io::Result<Outer<IO>>
+where
+    C: Unbuffered,
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     let rest = drive(&mut conn, &mut io).await?;
-    let facts = Facts::of(&conn);
-    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(invalid)?;
-    let suite = kernel.negotiated_cipher_suite();
-    let version = kernel.protocol_version();
-    Outer::new(
-        io,
-        Kernel::Server(kernel),
-        suite,
-        version,
-        secrets,
-        rest,
-        facts,
-    )
+    let facts = Facts::of(conn.state());
+    let (secrets, kernel) = conn.into_kernel().map_err(invalid)?;
+    Outer::new(io, kernel, secrets, rest, facts)
 }
 
 /// What the handshake settled, kept for the roles that ask (ALPN, the client's certificate).
@@ -137,7 +123,8 @@ trait Unbuffered {
         &'c mut self,
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
-    fn handshaking(&self) -> bool;
+    fn state(&self) -> &CommonState;
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
 }
 
 impl Unbuffered for UnbufferedClientConnection {
@@ -148,8 +135,12 @@ impl Unbuffered for UnbufferedClientConnection {
     ) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
-    fn handshaking(&self) -> bool {
-        CommonState::is_handshaking(self)
+    fn state(&self) -> &CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Client(kernel)))
     }
 }
 
@@ -161,8 +152,12 @@ impl Unbuffered for UnbufferedServerConnection {
     ) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
-    fn handshaking(&self) -> bool {
-        CommonState::is_handshaking(self)
+    fn state(&self) -> &CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Server(kernel)))
     }
 }
 
@@ -246,7 +241,7 @@ where
             Next::Process => continue,
             // A server may send application data before the client's Finished; the keys move
             // only once the handshake is over.
-            Next::Traffic if !conn.handshaking() => break,
+            Next::Traffic if !conn.state().is_handshaking() => break,
             Next::Traffic | Next::Read => {}
         }
         if used == incoming.len() {
@@ -309,6 +304,18 @@ impl Kernel {
         match self {
             Kernel::Client(k) => k.update_rx_secret(),
             Kernel::Server(k) => k.update_rx_secret(),
+        }
+    }
+    fn suite(&self) -> SupportedCipherSuite {
+        match self {
+            Kernel::Client(k) => k.negotiated_cipher_suite(),
+            Kernel::Server(k) => k.negotiated_cipher_suite(),
+        }
+    }
+    fn version(&self) -> ProtocolVersion {
+        match self {
+            Kernel::Client(k) => k.protocol_version(),
+            Kernel::Server(k) => k.protocol_version(),
         }
     }
     fn session_ticket(&mut self, body: &[u8]) -> io::Result<()> {
@@ -399,16 +406,14 @@ impl<IO> Outer<IO> {
     fn new(
         io: IO,
         kernel: Kernel,
-        suite: SupportedCipherSuite,
-        version: ProtocolVersion,
         secrets: rustls::ExtractedSecrets,
         rest: Rest,
         facts: Facts,
     ) -> io::Result<Self> {
-        let SupportedCipherSuite::Tls13(suite) = suite else {
+        let SupportedCipherSuite::Tls13(suite) = kernel.suite() else {
             return Err(invalid("the outer layer needs TLS 1.3"));
         };
-        if version != ProtocolVersion::TLSv1_3 {
+        if kernel.version() != ProtocolVersion::TLSv1_3 {
             return Err(invalid("the outer layer needs TLS 1.3"));
         }
         Ok(Self {
