@@ -9,6 +9,9 @@
 #   config          examples/*/*.yaml configs, plus an empty file and a wrong one
 #   policy_reader   crates/policy/testdata/*.yaml (Cilium), examples/intercept/facebook-tls.yaml,
 #                   policy_matcher.yaml and the docs' tlsgate-format example
+#   outer_records   scripts of records for the outer TLS layer (layout in
+#                   crates/proxy/tests/fuzz_checks/outer_records.rs): data of every size, alerts,
+#                   key updates, flipped bits, foreign content types, raw bytes, each chunking
 #   policy_matcher  facts for policy_matcher.yaml (layout in
 #                   crates/policy/tests/fuzz_checks/policy_matcher.rs): each rule, allowed and
 #                   denied requests, header edits, case and trailing-dot variants
@@ -130,3 +133,29 @@ facts("ipv6-name", "[2001:db8::1]", 443, "GET", "/", "[2001:db8::1]:443")
 PY
 
 for dir in corpus/*/; do printf '%s %s\n' "$(ls "$dir" | wc -l)" "$dir"; done
+
+# --- outer_records: [cut][op…]; ops 0-2 data [len u16][fill][padding], 3 alert [level][desc][pad],
+# 4 key update [request], 5 raw handshake [n][bytes], 6 foreign type [type][pad], 7 flip [bit u16],
+# 8 raw bytes [n][bytes]. cut: low 3 bits chunk size, bits 3-4 read size, bit 7 no close_notify.
+out=corpus/outer_records
+mkdir -p "$out"
+seed() { printf '%b' "$2" >"$out/$1"; }
+data='\x00\x01\x00\x41\x00'                     # 256 bytes, no padding
+full='\x01\x40\x00\x07\x00'                     # 16384 bytes: the most, so no padding
+seed data-then-close.bin "\x03$data$full"
+seed data-one-byte-chunks.bin "\x00$data\x02\x00\x10\x30\xff"
+seed data-whole-records-small-reads.bin "\x06$full$data"
+seed empty-data-and-user-canceled.bin "\x1b\x00\x00\x00\x00\x00\x03\x01\x5a\x00$data"
+seed inner-plaintext-overflow.bin "\x04$data\x00\x40\x00\x00\x10"
+seed ciphertext-overflow.bin "\x04$data\x00\x40\x00\x00\xff"
+seed key-update-requested.bin "\x03$data\x04\x01$data"
+seed key-update-malformed.bin "\x03\x04\x02"
+seed fatal-alert.bin "\x05$data\x03\x02\x50\x00$data"
+seed flipped-header-bit.bin "\x03$data\x07\x00\x21$data"
+seed flipped-tag-bit.bin "\x04\x07\x08\x0f$data"
+seed foreign-type.bin "\x03\x06\x14\x00"
+seed no-content-type.bin "\x03\x06\x00\x05"
+seed session-ticket-to-server.bin "\x03\x05\x0c\x04\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00\x00$data"
+seed split-handshake-message.bin "\x03\x05\x02\x18\x00\x05\x03\x00\x01\x00$data"
+seed raw-garbage.bin "\x03$data\x08\x05\x17\x03\x03\x00\x00"
+seed truncated-no-close.bin "\x83$data"

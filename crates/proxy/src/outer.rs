@@ -472,9 +472,14 @@ impl<IO> Outer<IO> {
             return Err(invalid("TLS record with a wrong version"));
         }
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        if !(TAG + 1..=MAX_CIPHERTEXT).contains(&len) {
+        if len > MAX_CIPHERTEXT {
             return Err(invalid(format!(
                 "TLS record of {len} bytes (record_overflow)"
+            )));
+        }
+        if len <= TAG {
+            return Err(invalid(format!(
+                "TLS record of {len} bytes, too short to be protected (bad_record_mac)"
             )));
         }
         if self.rbuf.len() < HEADER + len {
@@ -490,6 +495,13 @@ impl<IO> Outer<IO> {
                 &mut self.rbuf[HEADER..HEADER + len],
             )
             .map_err(|_| invalid("TLS record failed authentication (bad_record_mac)"))?;
+        // Content, content type and padding together stay within 2^14 + 1 bytes (§5.4).
+        if plain.len() > MAX_PLAINTEXT + 1 {
+            return Err(invalid(format!(
+                "TLS record of {} plaintext bytes (record_overflow)",
+                plain.len()
+            )));
+        }
         // The content type is the last byte that is not padding (§5.4).
         let Some(last) = plain.iter().rposition(|&b| b != 0) else {
             return Err(invalid("TLS record without a content type"));
