@@ -8,6 +8,9 @@
 //! size and padding, alerts, key updates, raw handshake messages, unknown content types, flipped
 //! bits and raw bytes, cut into chunks of one size the input picks.
 //!
+//! The harness derives its own keys from the client's traffic secret (RFC 8446 §7), so it follows
+//! the key updates it sends.
+//!
 //! Input: `[cut][op…]`. `cut`'s low 3 bits pick the chunk size the peer writes in, bits 3–4 the
 //! reader's buffer size, bit 7 set leaves out the closing close_notify. Each op is one byte
 //! (`% 9`) and its arguments (layout in `Script::op`).
@@ -17,11 +20,11 @@
 //! application data before the first closing or fatal record, then a clean end (close_notify) or
 //! an error (anything fatal, or the peer closing without close_notify).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use ring::aead;
-use rustls::{ClientConfig, ConnectionTrafficSecrets, ServerConfig};
+use ring::{aead, hkdf};
+use rustls::{ClientConfig, ConnectionTrafficSecrets, KeyLog, ServerConfig};
 use rustls_pki_types::ServerName;
 use tlsgate_testkit::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,17 +69,27 @@ pub fn check(data: &[u8]) {
 
 async fn run(cut: u8, ops: &[u8]) {
     let (client_config, server_config) = configs();
+    // The client's traffic secret, so the harness can follow its own key updates (RFC 8446 §7.2).
+    let key_log = Arc::new(TrafficSecret::default());
+    let mut client_config = ClientConfig::clone(client_config);
+    client_config.key_log = key_log.clone();
     let (a, b) = tokio::io::duplex(64 * 1024);
     let name = ServerName::try_from(NAME).expect("name");
     let (client, server) = tokio::join!(
-        TlsConnector::from(client_config.clone()).connect(name, a),
+        TlsConnector::from(Arc::new(client_config)).connect(name, a),
         tlsgate_proxy::outer::accept(server_config.clone(), b)
     );
     let (mut raw, conn) = client.expect("client handshake").into_inner();
     let mut server = server.expect("server handshake");
     let secrets = conn.dangerous_extract_secrets().expect("secrets");
+    let secret = key_log
+        .0
+        .lock()
+        .unwrap()
+        .take()
+        .expect("client traffic secret logged");
 
-    let mut script = Script::new(Sealer::new(secrets.tx), ops);
+    let mut script = Script::new(Sealer::new(secrets.tx, secret), ops);
     while script.op() {}
     if cut & 0x80 == 0 {
         script.record(&[1, 0, 21], Outcome::Close);
@@ -140,29 +153,96 @@ async fn run(cut: u8, ops: &[u8]) {
     }
 }
 
-/// Seals TLS 1.3 records as the peer would: AEAD over the inner plaintext, header as AAD.
+/// Keeps the client's first application traffic secret.
+#[derive(Debug, Default)]
+struct TrafficSecret(Mutex<Option<Vec<u8>>>);
+
+impl KeyLog for TrafficSecret {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        if label == "CLIENT_TRAFFIC_SECRET_0" {
+            *self.0.lock().unwrap() = Some(secret.to_vec());
+        }
+    }
+}
+
+/// HKDF-Expand-Label with an empty context (RFC 8446 §7.1).
+fn expand_label(hash: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) -> Vec<u8> {
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let length = u16::try_from(len).expect("length").to_be_bytes();
+    let label_len = [u8::try_from(6 + label.len()).expect("label")];
+    let info: [&[u8]; 5] = [&length, &label_len, b"tls13 ", label, &[0]];
+    let mut out = vec![0; len];
+    hkdf::Prk::new_less_safe(hash, secret)
+        .expand(&info, Len(len))
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("HKDF-Expand-Label");
+    out
+}
+
+/// Seals TLS 1.3 records as the peer would: AEAD over the inner plaintext, header as AAD. It
+/// derives its keys from the traffic secret itself, apart from rustls and from the layer under
+/// test, so a key update it sends checks theirs.
 struct Sealer {
     key: aead::LessSafeKey,
     iv: [u8; aead::NONCE_LEN],
     seq: u64,
+    secret: Vec<u8>,
+    aead: &'static aead::Algorithm,
+    hash: hkdf::Algorithm,
 }
 
 impl Sealer {
-    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Self {
-        let (algorithm, key, iv) = match &secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+    fn new((seq, extracted): (u64, ConnectionTrafficSecrets), secret: Vec<u8>) -> Self {
+        let (aead, hash, key, iv) = match &extracted {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
+                (&aead::AES_128_GCM, hkdf::HKDF_SHA256, key, iv)
+            }
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
+                (&aead::AES_256_GCM, hkdf::HKDF_SHA384, key, iv)
+            }
             ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
+                (&aead::CHACHA20_POLY1305, hkdf::HKDF_SHA256, key, iv)
             }
             _ => unreachable!("the relay offers only these TLS 1.3 suites"),
         };
-        let key = aead::UnboundKey::new(algorithm, key.as_ref()).expect("key");
+        let sealer = Self::keyed(aead, hash, secret, seq);
+        // The derivation agrees with the keys rustls extracted.
+        assert_eq!(
+            expand_label(hash, &sealer.secret, b"key", aead.key_len()),
+            key.as_ref()
+        );
+        assert_eq!(&sealer.iv[..], iv.as_ref());
+        sealer
+    }
+
+    fn keyed(
+        aead: &'static aead::Algorithm,
+        hash: hkdf::Algorithm,
+        secret: Vec<u8>,
+        seq: u64,
+    ) -> Self {
+        let key = expand_label(hash, &secret, b"key", aead.key_len());
+        let iv = expand_label(hash, &secret, b"iv", aead::NONCE_LEN);
         Self {
-            key: aead::LessSafeKey::new(key),
-            iv: iv.as_ref().try_into().expect("iv"),
+            key: aead::LessSafeKey::new(aead::UnboundKey::new(aead, &key).expect("key")),
+            iv: iv.try_into().expect("iv"),
             seq,
+            secret,
+            aead,
+            hash,
         }
+    }
+
+    /// The next generation of keys, after a key update (RFC 8446 §7.2); sequence numbers restart.
+    fn update(&mut self) {
+        let len = self.hash.hmac_algorithm().digest_algorithm().output_len();
+        let next = expand_label(self.hash, &self.secret, b"traffic upd", len);
+        *self = Self::keyed(self.aead, self.hash, next, 0);
     }
 
     /// One record on the wire for `inner` (content, content type, padding).
@@ -198,8 +278,7 @@ enum Outcome {
     Ignored,
     /// close_notify: a clean end.
     Close,
-    /// The connection must fail here (or at the next record, for a key update whose new keys
-    /// the harness cannot follow).
+    /// The connection must fail here.
     Fatal,
     /// The harness does not predict it (a raw handshake message, raw bytes).
     Unknown,
@@ -319,11 +398,19 @@ impl<'a> Script<'a> {
                 };
                 self.record(&inner, outcome);
             }
-            // Key update: [request % 3]; 2 is malformed. After a well-formed one the next record
-            // is sealed under keys the peer no longer uses, so the connection fails there.
+            // Key update: [request % 3]; 2 is malformed. After a well-formed one, the records
+            // that follow are sealed under the next keys.
             4 => {
                 let request = self.byte() % 3;
-                self.record(&[24, 0, 0, 1, request, 22], Outcome::Fatal);
+                let outcome = if request < 2 {
+                    Outcome::Ignored
+                } else {
+                    Outcome::Fatal
+                };
+                self.record(&[24, 0, 0, 1, request, 22], outcome);
+                if request < 2 {
+                    self.sealer.update();
+                }
             }
             // Raw handshake bytes: [n % 64][n bytes].
             5 => {
