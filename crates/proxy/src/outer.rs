@@ -397,6 +397,8 @@ pub struct Outer<IO> {
     /// The peer asked for a key update; ours goes before our next record.
     update_due: bool,
     peer_closed: bool,
+    /// A record that failed after earlier records' plaintext was handed out; the next read gets it.
+    failed: Option<io::Error>,
     sent_close: bool,
     alpn: Option<Vec<u8>>,
     peer_cert: Option<CertificateDer<'static>>,
@@ -429,6 +431,7 @@ impl<IO> Outer<IO> {
             wbuf: BytesMut::new(),
             update_due: false,
             peer_closed: false,
+            failed: None,
             sent_close: false,
             alpn: facts.alpn,
             peer_cert: facts.peer_cert,
@@ -693,13 +696,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Outer<IO> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        if !this.early.is_empty() {
+            let n = this.early.len().min(buf.remaining());
+            buf.put_slice(&this.early[..n]);
+            this.early.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        // Every whole record already read goes out in this call, so a 64 KiB reader gets up to
+        // four full records per call (and writes them on in one system call), not one.
+        let mut filled = false;
         loop {
-            if !this.early.is_empty() {
-                let n = this.early.len().min(buf.remaining());
-                buf.put_slice(&this.early[..n]);
-                this.early.advance(n);
-                return Poll::Ready(Ok(()));
-            }
             if let Some(opened) = &mut this.opened {
                 let n = (opened.end - opened.pos).min(buf.remaining());
                 buf.put_slice(&this.rbuf[opened.pos..opened.pos + n]);
@@ -708,13 +717,24 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Outer<IO> {
                     this.rbuf.advance(opened.len);
                     this.opened = None;
                 }
-                return Poll::Ready(Ok(()));
+                filled = true;
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            if this.open_record()? {
-                continue;
+            match this.open_record() {
+                Ok(true) => continue,
+                Ok(false) if filled => return Poll::Ready(Ok(())),
+                Ok(false) => {}
+                Err(e) if filled => {
+                    this.failed = Some(e);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
             // Room for at least one whole record; a partial one moves to the front.
             if this.rbuf.capacity() - this.rbuf.len() < HEADER + MAX_CIPHERTEXT {

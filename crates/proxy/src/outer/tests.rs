@@ -277,6 +277,35 @@ async fn a_peer_alert_ends_the_read_with_its_code() {
 }
 
 #[tokio::test]
+async fn one_read_takes_every_whole_record_already_received() {
+    let (mut client, mut server) = ours_pair(1 << 20).await;
+    // Four records: three full ones and a short one, all received before the read.
+    let data = pattern(3 * MAX_PLAINTEXT + 100, 7);
+    client.write_all(&data).await.unwrap();
+    client.flush().await.unwrap();
+    let mut buf = vec![0; 64 * 1024];
+    let n = server.read(&mut buf).await.unwrap();
+    assert_eq!(n, data.len());
+    assert!(buf[..n] == data[..]);
+}
+
+#[tokio::test]
+async fn data_before_a_failing_record_is_read_first_and_the_reason_kept() {
+    let (mut client, mut server) = ours_pair(64 * 1024).await;
+    client.write_all(b"before").await.unwrap();
+    let start = client.start_record(2);
+    client.wbuf.extend_from_slice(&[2, 80]);
+    client.finish_record(start, ALERT).unwrap();
+    client.flush().await.unwrap();
+    let mut buf = [0; 64];
+    let n = server.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"before");
+    let err = server.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+    assert!(err.to_string().contains("alert 80"), "{err}");
+}
+
+#[tokio::test]
 async fn an_idle_connection_holds_no_buffers() {
     let (mut client, mut server) = ours_pair(64 * 1024).await;
     let mut got = vec![0; 100_000];
