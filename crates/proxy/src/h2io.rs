@@ -300,7 +300,7 @@ pub async fn send_body(mut body: Body, mut send: SendStream<Bytes>) -> Result<()
 
 /// Sends `data` as the stream's window allows, waiting for window between pieces; `last` ends the
 /// stream with the final piece.
-async fn send_data(
+pub(crate) async fn send_data(
     send: &mut SendStream<Bytes>,
     mut data: Bytes,
     last: bool,

@@ -427,3 +427,130 @@ async fn h2_transport_tunnels_per_client_are_limited_at_the_relay() {
 async fn tls_transport_tunnels_per_client_are_limited_at_the_relay() {
     assert_tunnels_per_client_limited(Transport::Tls).await;
 }
+
+/// A relay stand-in on the h2 crate that answers each CONNECT only after the stream's first bytes
+/// arrived (within 5 s), then reads the stream to its end and answers `ok`. It reports the
+/// authority, the bytes received before the answer and all bytes received.
+async fn spawn_relay_waiting_for_first_bytes(
+    pki: &RelayPki,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::Receiver<(String, Vec<u8>, usize)>,
+) {
+    let tls = tlsgate_proxy::tls::relay_server_config(
+        pki.leaf.chain.clone(),
+        pki.leaf.key.clone_key(),
+        None,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (report, reports) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, report) = (acceptor.clone(), report.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((request, respond))) = conn.accept().await {
+                    tokio::spawn(answer_after_first_bytes(request, respond, report.clone()));
+                }
+            });
+        }
+    });
+    (addr, reports)
+}
+
+async fn answer_after_first_bytes(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<bytes::Bytes>,
+    report: tokio::sync::mpsc::Sender<(String, Vec<u8>, usize)>,
+) {
+    let authority = request.uri().authority().map(ToString::to_string);
+    let mut body = request.into_body();
+    let first = match tokio::time::timeout(Duration::from_secs(5), body.data()).await {
+        Ok(Some(Ok(data))) => data.to_vec(),
+        // Nothing before the answer: report that, and answer no further.
+        _ => {
+            let _ = report
+                .send((authority.unwrap_or_default(), Vec::new(), 0))
+                .await;
+            return;
+        }
+    };
+    let _ = body.flow_control().release_capacity(first.len());
+    let mut send = respond
+        .send_response(http::Response::new(()), false)
+        .unwrap();
+    let mut total = first.len();
+    while let Some(Ok(data)) = body.data().await {
+        total += data.len();
+        let _ = body.flow_control().release_capacity(data.len());
+    }
+    send.send_data(bytes::Bytes::from_static(b"ok"), true)
+        .unwrap();
+    let _ = report
+        .send((authority.unwrap_or_default(), first, total))
+        .await;
+}
+
+#[tokio::test]
+async fn h2_edge_sends_the_client_hello_behind_the_connect_without_waiting_for_the_answer() {
+    let pki = RelayPki::new();
+    let (relay, mut reports) = spawn_relay_waiting_for_first_bytes(&pki).await;
+    let mut edge = start_edge(relay_upstream(&pki, relay, Transport::H2, false), None).await;
+    // A real ClientHello for the private service, then more bytes, then the client's end.
+    let services = Services::start().await;
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(
+        services.client_config(),
+        rustls_pki_types::ServerName::try_from(PRIVATE).unwrap(),
+    )
+    .unwrap()
+    .write_tls(&mut hello)
+    .unwrap();
+    let tail = vec![0x17u8; 3000];
+    let mut client = tokio::net::TcpStream::connect(edge.addr("tls"))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    client.write_all(&hello).await.unwrap();
+    client.write_all(&tail).await.unwrap();
+    client.shutdown().await.unwrap();
+    let (authority, first, total) = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+        .await
+        .expect("the relay stand-in reports within 10 s")
+        .unwrap();
+    assert_eq!(authority, format!("{PRIVATE}:443"));
+    // The relay had the ClientHello before it answered: one round trip saved per tunnel.
+    assert!(
+        first.starts_with(&hello),
+        "bytes before the answer: {} (the ClientHello is {})",
+        first.len(),
+        hello.len()
+    );
+    assert_eq!(
+        total,
+        hello.len() + tail.len(),
+        "every byte reached the relay once"
+    );
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("the answer within 10 s")
+        .unwrap();
+    assert_eq!(answer, b"ok");
+    // The flow counts the early bytes once, with the rest.
+    let flow = edge
+        .flow("the edge's tunnel", |f| f.role == Role::Edge)
+        .await;
+    assert_eq!(flow.reason, None, "{flow:?}");
+    assert_eq!(flow.bytes_from_client, (hello.len() + tail.len()) as u64);
+    assert_eq!(flow.bytes_to_client, 2);
+    edge.stop().await;
+}

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::config::Transport;
@@ -117,8 +117,8 @@ async fn forward(
 /// Largest upgrade response head read back from the tunnel.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// Carries an `Upgrade` request through a CONNECT stream to `host:80`: the request head is written
-/// raw, the response head read back; on 101 both sides are spliced.
+/// Carries an `Upgrade` request through a CONNECT stream to `host:80`: the request head is sent
+/// raw with the CONNECT, the response head read back; on 101 both sides are spliced.
 async fn upgrade(
     mut req: Request<Incoming>,
     authority: &str,
@@ -128,15 +128,12 @@ async fn upgrade(
 ) -> Result<Response<Body>, ConnError> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let host = host_of(authority);
-    let opened = relay.open_h2_via(&format!("{host}:80")).await;
+    // The request head rides behind the CONNECT (see `connect_stream`).
+    let head = Bytes::from(request_head(&req));
+    let opened = relay.open_h2_via(&format!("{host}:80"), head).await;
     let open = (shared.flows.metrics()).count_tunnel(Transport::H2, opened.as_ref().map(|_| ()));
     let (endpoint, mut tunnel) = opened?;
     ctx.upstream = Some(endpoint.to_string());
-    let head = request_head(&req);
-    tunnel
-        .write_all(&head)
-        .await
-        .map_err(ConnError::UpstreamIo)?;
     let mut buf = BytesMut::with_capacity(4096);
     let (response, head_len) = tokio::time::timeout(
         shared.timeouts.http_header_read,

@@ -13,7 +13,7 @@ use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
 use crate::io::{End, Moved, splice, splice_ends};
-use crate::transport::{RelayClient, Tunnel};
+use crate::transport::{Opened, RelayClient, Tunnel};
 
 /// Serves one client connection to completion and records its flow.
 pub async fn serve(
@@ -39,25 +39,30 @@ async fn tunnel(
     let mut prefix = BytesMut::with_capacity(2048);
     let hello = match detect::client_hello(&mut tcp, &mut prefix, shared, Role::Edge).await {
         Ok(hello) => hello,
-        Err(e) => return (read_only(&prefix), Err(e)),
+        Err(e) => return (read_only(prefix.len()), Err(e)),
     };
     ctx.tls = Some(TlsFacts::offered(&hello));
     let (name, has_sni) = match (hello.sni, &edge.default_sni) {
         (Some(sni), _) => (sni, true),
         (None, Some(default)) => (default.clone(), false),
-        (None, None) => return (read_only(&prefix), Err(ConnError::ClientNoSni)),
+        (None, None) => return (read_only(prefix.len()), Err(ConnError::ClientNoSni)),
     };
     let authority = format!("{name}:{}", edge.inner_port);
     ctx.name = Some(name);
     ctx.upstream = Some(relay.upstream.name.clone());
+    let prefix = prefix.freeze();
     // Without an SNI the relay cannot route a raw `tls` tunnel; a CONNECT stream names the target.
     let opened = if has_sni || relay.upstream.transport == Transport::H2 {
-        relay.open(&authority).await
+        relay.open(&authority, prefix.clone()).await
     } else {
         relay
-            .open_h2_via(&authority)
+            .open_h2_via(&authority, prefix.clone())
             .await
-            .map(|(addr, stream)| (addr, Tunnel::H2(stream)))
+            .map(|(endpoint, stream)| Opened {
+                endpoint,
+                tunnel: Tunnel::H2(stream),
+                unsent: Bytes::new(),
+            })
     };
     let transport = if has_sni {
         relay.upstream.transport
@@ -65,28 +70,32 @@ async fn tunnel(
         Transport::H2
     };
     let _open = (shared.flows.metrics()).count_tunnel(transport, opened.as_ref().map(|_| ()));
-    let tunnel = match opened {
-        Ok((endpoint, tunnel)) => {
-            // The flow names the relay endpoint that carries the tunnel.
-            ctx.upstream = Some(endpoint.to_string());
-            tunnel
-        }
-        Err(e) => return (read_only(&prefix), Err(e)),
+    let Opened {
+        endpoint,
+        tunnel,
+        unsent,
+    } = match opened {
+        Ok(opened) => opened,
+        Err(e) => return (read_only(prefix.len()), Err(e)),
     };
-    let prefix = prefix.freeze();
+    // The flow names the relay endpoint that carries the tunnel.
+    ctx.upstream = Some(endpoint.to_string());
+    let sent_early = (prefix.len() - unsent.len()) as u64;
     let idle = shared.timeouts.idle;
-    match tunnel {
+    let (mut moved, result) = match tunnel {
         Tunnel::H2(stream) => {
             let relay: End<TcpStream> = End::H2(stream);
-            splice_ends(End::Stream(tcp), relay, prefix, Bytes::new(), idle).await
+            splice_ends(End::Stream(tcp), relay, unsent, Bytes::new(), idle).await
         }
-        Tunnel::Tls(stream) => splice(tcp, stream, prefix, Bytes::new(), idle).await,
-    }
+        Tunnel::Tls(stream) => splice(tcp, stream, unsent, Bytes::new(), idle).await,
+    };
+    moved.from_client += sent_early;
+    (moved, result)
 }
 
-fn read_only(prefix: &BytesMut) -> Moved {
+fn read_only(prefix: usize) -> Moved {
     Moved {
-        from_client: prefix.len() as u64,
+        from_client: prefix as u64,
         to_client: 0,
     }
 }

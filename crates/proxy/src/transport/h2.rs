@@ -24,7 +24,7 @@ use super::endpoints::{EjectReason, Endpoints, HEDGE_AFTER};
 use super::{Body, boxed, tls};
 use crate::config::{RelayUpstream, Timeouts};
 use crate::error::ConnError;
-use crate::h2io::{H2Io, RecvBody, keep_alive, send_body};
+use crate::h2io::{H2Io, RecvBody, keep_alive, send_body, send_data};
 
 /// Per-stream receive window: large enough that one tunnel can fill a fast link (the 64 KiB protocol
 /// default caps a stream at 64 KiB per round trip).
@@ -96,18 +96,27 @@ impl Pool {
     }
 
     /// Opens a CONNECT stream for `authority` and returns it, with the endpoint that carries it,
-    /// once the relay answered 200. A stream that cannot be opened on one endpoint (its connection
-    /// died) is retried on the next one; a CONNECT has no body, so a retry is always safe. When an
-    /// endpoint has not answered after [`HEDGE_AFTER`], the next endpoint with a connection up is
-    /// asked alongside; the first answer wins and an endpoint outpaced that way is ejected.
-    pub async fn connect_stream(&self, authority: &str) -> Result<(SocketAddr, H2Io), ConnError> {
+    /// once the relay answered 200. `early` (the client's first bytes, e.g. its ClientHello) goes
+    /// out right behind the CONNECT, before the answer: the relay holds it in the stream's window
+    /// while it connects upstream, so the client's first flight reaches the origin one edge ↔
+    /// relay round trip sooner, and a refused stream carries nothing further. A stream that cannot
+    /// be opened on one endpoint (its connection died) is retried on the next one, `early` with
+    /// it: no byte of it has reached an upstream then, so a retry is always safe. When an endpoint
+    /// has not answered after [`HEDGE_AFTER`], the next endpoint with a connection up is asked
+    /// alongside; the first answer wins, the other stream is reset (its relay drops the upstream
+    /// connection it made), and an endpoint outpaced that way is ejected.
+    pub async fn connect_stream(
+        &self,
+        authority: &str,
+        early: Bytes,
+    ) -> Result<(SocketAddr, H2Io), ConnError> {
         let mut tried = Vec::new();
         let mut pending: Vec<SocketAddr> = Vec::new();
         let mut running = FuturesUnordered::new();
         let (addr, sender) = self.ready_sender(&tried).await?;
         tried.push(addr);
         pending.push(addr);
-        running.push(self.ask(addr, sender, authority));
+        running.push(self.ask(addr, sender, authority, early.clone()));
         let hedge = tokio::time::sleep(HEDGE_AFTER);
         tokio::pin!(hedge);
         loop {
@@ -132,7 +141,7 @@ impl Pool {
                             let (next, sender) = self.ready_sender(&tried).await?;
                             tried.push(next);
                             pending.push(next);
-                            running.push(self.ask(next, sender, authority));
+                            running.push(self.ask(next, sender, authority, early.clone()));
                             hedge.as_mut().reset(Instant::now() + HEDGE_AFTER);
                         }
                     }
@@ -141,7 +150,7 @@ impl Pool {
                     if let Some((next, sender)) = self.sender_now(&tried) {
                         tried.push(next);
                         pending.push(next);
-                        running.push(self.ask(next, sender, authority));
+                        running.push(self.ask(next, sender, authority, early.clone()));
                     }
                     hedge.as_mut().reset(Instant::now() + HEDGE_AFTER);
                 }
@@ -149,14 +158,15 @@ impl Pool {
         }
     }
 
-    /// Sends `CONNECT authority` on `sender` and waits for the answer head. The relay answers
-    /// once it has connected upstream (within its connect timeout); no answer after that plus a
-    /// handshake's time means the link is gone.
+    /// Sends `CONNECT authority` on `sender`, then `early` on the stream, and waits for the answer
+    /// head. The relay answers once it has connected upstream (within its connect timeout); no
+    /// answer after that plus a handshake's time means the link is gone.
     async fn ask(
         &self,
         addr: SocketAddr,
         sender: SendRequest<Bytes>,
         authority: &str,
+        early: Bytes,
     ) -> (SocketAddr, Result<(StatusCode, H2Io), ConnError>) {
         let Ok(request) = Request::builder()
             .method(Method::CONNECT)
@@ -171,11 +181,26 @@ impl Pool {
         let bound = self.timeouts.connect + self.timeouts.handshake;
         let asking = async {
             let mut sender = sender.ready().await.map_err(ConnError::RelayH2)?;
-            let (response, send) = sender
+            let (response, mut send) = sender
                 .send_request(request, false)
                 .map_err(ConnError::RelayH2)?;
+            // The relay grants each new stream a window far above a first flight, so this does
+            // not wait for the answer.
+            let sent = if early.is_empty() {
+                Ok(())
+            } else {
+                send_data(&mut send, early, false).await
+            };
+            // A refusal is told by the answer; a stream that lost its early bytes is no tunnel.
             let response = response.await.map_err(ConnError::RelayH2)?;
             let status = response.status();
+            if let Err(e) = sent
+                && status == StatusCode::OK
+            {
+                return Err(ConnError::RelayUnavailable(format!(
+                    "sending the first bytes on a CONNECT stream to {addr}: {e}"
+                )));
+            }
             Ok((status, H2Io::new(send, response.into_body())))
         };
         let answer = match tokio::time::timeout(bound, asking).await {

@@ -78,6 +78,15 @@ pub enum Tunnel {
     Tls(Box<Outer<TcpStream>>),
 }
 
+/// A tunnel [`RelayClient::open`] opened.
+pub struct Opened {
+    /// The relay endpoint that carries it.
+    pub endpoint: SocketAddr,
+    pub tunnel: Tunnel,
+    /// What of the bytes given to `open` is still to be written into the tunnel.
+    pub unsent: Bytes,
+}
+
 /// An edge's handle on one relay: opens tunnels with the configured transport, and sends forwarded
 /// HTTP requests over the h2 pool (plain HTTP always travels as HTTP/2 over TLS 1.3). Both
 /// transports share one endpoint set (see [`endpoints`]).
@@ -118,30 +127,47 @@ impl RelayClient {
         &self.endpoints
     }
 
-    /// Opens a tunnel for `authority` (`name:port`) with the relay's configured transport; returns
-    /// the endpoint that carries it.
-    pub async fn open(&self, authority: &str) -> Result<(SocketAddr, Tunnel), ConnError> {
+    /// Opens a tunnel for `authority` (`name:port`) with the relay's configured transport. `first`
+    /// is the client's first bytes (its ClientHello): a CONNECT stream sends them at once, behind
+    /// its request ([`h2::Pool::connect_stream`]); a `tls` tunnel leaves them to its first write.
+    pub async fn open(&self, authority: &str, first: Bytes) -> Result<Opened, ConnError> {
         match self.upstream.transport {
-            Transport::H2 => self
-                .pool
-                .connect_stream(authority)
-                .await
-                .map(|(addr, stream)| (addr, Tunnel::H2(stream))),
+            Transport::H2 => {
+                self.pool
+                    .connect_stream(authority, first)
+                    .await
+                    .map(|(endpoint, stream)| Opened {
+                        endpoint,
+                        tunnel: Tunnel::H2(stream),
+                        unsent: Bytes::new(),
+                    })
+            }
             Transport::Tls => tls::connect(&self.upstream, &self.endpoints, &self.timeouts)
                 .await
-                .map(|(addr, stream)| (addr, Tunnel::Tls(Box::new(stream)))),
+                .map(|(endpoint, stream)| Opened {
+                    endpoint,
+                    tunnel: Tunnel::Tls(Box::new(stream)),
+                    unsent: first,
+                }),
         }
     }
 
     /// Opens an HTTP/2 CONNECT stream regardless of the configured transport (used for HTTP
-    /// upgrades and hellos without SNI); returns the endpoint that carries it.
-    pub async fn open_h2_via(&self, authority: &str) -> Result<(SocketAddr, H2Io), ConnError> {
-        self.pool.connect_stream(authority).await
+    /// upgrades and hellos without SNI) and sends `early` on it; returns the endpoint that carries
+    /// it.
+    pub async fn open_h2_via(
+        &self,
+        authority: &str,
+        early: Bytes,
+    ) -> Result<(SocketAddr, H2Io), ConnError> {
+        self.pool.connect_stream(authority, early).await
     }
 
     /// [`RelayClient::open_h2_via`] without the endpoint.
     pub async fn open_h2(&self, authority: &str) -> Result<H2Io, ConnError> {
-        self.open_h2_via(authority).await.map(|(_, stream)| stream)
+        self.open_h2_via(authority, Bytes::new())
+            .await
+            .map(|(_, stream)| stream)
     }
 
     /// Sends a forwarded HTTP request over the h2 pool; returns the endpoint that carried it.
