@@ -52,23 +52,12 @@ async fn tunnel(
     ctx.upstream = Some(relay.upstream.name.clone());
     let prefix = prefix.freeze();
     // Without an SNI the relay cannot route a raw `tls` tunnel; a CONNECT stream names the target.
-    let opened = if has_sni || relay.upstream.transport == Transport::H2 {
-        relay.open(&authority, prefix.clone()).await
-    } else {
-        relay
-            .open_h2_via(&authority, prefix.clone())
-            .await
-            .map(|(endpoint, stream)| Opened {
-                endpoint,
-                tunnel: Tunnel::H2(stream),
-                unsent: Bytes::new(),
-            })
-    };
     let transport = if has_sni {
         relay.upstream.transport
     } else {
         Transport::H2
     };
+    let opened = relay.open(transport, &authority, prefix.clone()).await;
     let _open = (shared.flows.metrics()).count_tunnel(transport, opened.as_ref().map(|_| ()));
     let Opened {
         endpoint,

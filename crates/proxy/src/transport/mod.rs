@@ -127,11 +127,17 @@ impl RelayClient {
         &self.endpoints
     }
 
-    /// Opens a tunnel for `authority` (`name:port`) with the relay's configured transport. `first`
-    /// is the client's first bytes (its ClientHello): a CONNECT stream sends them at once, behind
-    /// its request ([`h2::Pool::connect_stream`]); a `tls` tunnel leaves them to its first write.
-    pub async fn open(&self, authority: &str, first: Bytes) -> Result<Opened, ConnError> {
-        match self.upstream.transport {
+    /// Opens a tunnel for `authority` (`name:port`) with `transport` (the relay's configured one, or
+    /// h2 where only a CONNECT can name the target). `first` is the client's first bytes (its
+    /// ClientHello): a CONNECT stream sends them at once, behind its request
+    /// ([`h2::Pool::connect_stream`]); a `tls` tunnel leaves them to its first write.
+    pub async fn open(
+        &self,
+        transport: Transport,
+        authority: &str,
+        first: Bytes,
+    ) -> Result<Opened, ConnError> {
+        match transport {
             Transport::H2 => {
                 self.pool
                     .connect_stream(authority, first)
