@@ -62,7 +62,8 @@ where
     Svc::Future: Send + 'static,
 {
     let service = Timed::new(service, shared, conn.clone());
-    // The relay serves edges with the same settings on the h2 crate (`relay::h2`): keep them in step.
+    // The relay serves edges with the same settings on the h2 crate (`relay::h2`): keep them in step
+    // (but for its connection window, which an edge's many clients share).
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(H2_STREAM_WINDOW)

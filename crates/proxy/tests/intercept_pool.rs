@@ -639,3 +639,64 @@ async fn a_421_on_a_coalesced_connection_sends_the_request_again_on_its_own() {
     assert!(a2.starts_with("conn=1 sni=a.example.test"), "{a2}");
     assert_eq!(origin.handshakes(), 2);
 }
+
+/// Clients that stop reading a download hold their streams' receive windows on the h2 origin
+/// connection they share with every other client of the name. Each holds at most one stream window;
+/// the connection's window must leave the others theirs, and a stalled download, read again, gets
+/// every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_do_not_stall_the_others_on_a_shared_h2_origin_connection() {
+    // More stalled streams than a 16 MiB connection window has room for at 4 MiB each.
+    const STALLED: usize = 6;
+    const BIG: usize = 32 * 1024 * 1024;
+    let public = TestCa::new("public test CA");
+    let name = "big.example.test";
+    let origin = tlsgate_testkit::spawn_https_origin("big", &public.issue(&[name])).await;
+    let proxy = start_proxy(public.cert_der()).await;
+    let port = origin.addr.port();
+    let authority = format!("{name}:{port}");
+    let mut stalled = Vec::new();
+    for i in 0..STALLED {
+        let (c, conn) = client(&proxy, name, port, name, false).await;
+        let Client::Http1(mut sender) = c else {
+            unreachable!("an HTTP/1.1 client")
+        };
+        let request = hyper::Request::get(format!("/bytes/{BIG}"))
+            .header(http::header::HOST, &authority)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(WAIT, sender.send_request(request))
+            .await
+            .unwrap_or_else(|_| panic!("stalled download {i}: no answer within the bound"))
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        // The body is left unread.
+        stalled.push((sender, response, conn));
+    }
+    // Time for the downloads to fill every buffer on their way and stop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let body = tokio::time::timeout(
+        Duration::from_secs(10),
+        fetch_once(&proxy, name, port, name, true),
+    )
+    .await
+    .expect("another client answered within 10 s beside the stalled downloads");
+    assert!(body.starts_with("origin=big"), "{body}");
+    assert_eq!(
+        proxy.state.upstreams.keys(),
+        1,
+        "every client used the name's one pooled origin connection"
+    );
+    // A stalled download lost nothing.
+    let (_sender, response, _conn) = stalled.swap_remove(0);
+    let body = tokio::time::timeout(Duration::from_secs(60), response.into_body().collect())
+        .await
+        .expect("the stalled download finished within 60 s once read")
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body.len(), BIG);
+    assert!(
+        body[..] == tlsgate_testkit::pattern(0, BIG)[..],
+        "the body differs"
+    );
+}

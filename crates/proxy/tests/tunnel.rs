@@ -554,3 +554,149 @@ async fn h2_edge_sends_the_client_hello_behind_the_connect_without_waiting_for_t
     assert_eq!(flow.bytes_to_client, 2);
     edge.stop().await;
 }
+
+/// Tunnels whose clients stop reading a download hold their streams' receive windows on the shared
+/// h2 connection to the relay. Each holds at most one stream window; the connection's window must
+/// leave the other tunnels theirs (a bad connection never disturbs the others), and a stalled
+/// tunnel, read again, gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_that_stop_reading_do_not_stall_the_others_on_the_shared_h2_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // More stalled streams than a 16 MiB connection window has room for at 4 MiB each.
+    const STALLED: usize = 6;
+    const BIG: usize = 32 * 1024 * 1024;
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let (relay, edge) = start_relay_and_h2_edge(&services, &pki).await;
+    let edge_addr = edge.addr("tls");
+    https_get(edge_addr, PRIVATE, services.client_config(), "/")
+        .await
+        .expect("warm-up through the tunnel");
+    let mut stalled = Vec::new();
+    for i in 0..STALLED {
+        let mut tls = held_tunnel(edge_addr, PRIVATE, services.client_config())
+            .await
+            .unwrap_or_else(|e| panic!("stalled tunnel {i}: {e}"));
+        let request = format!("GET /bytes/{BIG} HTTP/1.1\r\nHost: {PRIVATE}\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        stalled.push(tls);
+    }
+    // Time for the downloads to fill every buffer on their way and stop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        https_get(edge_addr, OTHER, services.client_config(), "/bytes/100000"),
+    )
+    .await
+    .expect("a new tunnel answered within 10 s beside the stalled ones")
+    .expect("the new tunnel's request");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, tlsgate_testkit::pattern(0, 100_000));
+    eprintln!("new tunnel answered in {:?}", started.elapsed());
+    // A stalled tunnel lost nothing: read to the end of its body, every byte in order.
+    let mut first = stalled.swap_remove(0);
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        first.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let reading = async {
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut offset = 0u64;
+        while (offset as usize) < BIG {
+            let n = first.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the stalled tunnel ended at {offset} of {BIG}");
+            let wrong = chunk[..n]
+                .iter()
+                .enumerate()
+                .position(|(i, b)| *b != tlsgate_testkit::pattern_byte(offset + i as u64));
+            assert_eq!(wrong, None, "a byte differs after offset {offset}");
+            offset += n as u64;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), reading)
+        .await
+        .expect("the stalled download finished within 60 s once read");
+    drop(stalled);
+    drop(first);
+    edge.stop().await;
+    relay.stop().await;
+}
+
+/// The other direction: tunnels whose origin stops reading an upload hold their streams' windows at
+/// the relay, on the one h2 connection the edge shares. The relay's connection window must leave
+/// the other tunnels theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_an_origin_stops_reading_do_not_stall_the_others_on_the_shared_h2_connection() {
+    use tlsgate_proxy::config::{Route, TargetHost, UpstreamTarget};
+    use tlsgate_testkit::{Misbehaviour, spawn_faulty_origin};
+    use tokio::io::AsyncWriteExt;
+    const STALLED: usize = 6;
+    const STALL: &str = "stall.service.example.com";
+    let services = Services::start().await;
+    let stall_origin = spawn_faulty_origin(
+        &services.ca.issue(&[STALL]),
+        Misbehaviour::StallAfterRequest,
+    )
+    .await;
+    let mut routes = services.routes();
+    routes.routes.push(Route {
+        pattern: tlsgate_policy::FqdnPattern::parse(STALL).unwrap(),
+        tls: Some(UpstreamTarget {
+            host: TargetHost::Fixed(stall_origin.addr.ip().to_string()),
+            port: stall_origin.addr.port(),
+        }),
+        http: None,
+    });
+    let pki = RelayPki::new();
+    let relay = start_relay_with_routes(routes, &pki, any_port()).await;
+    let edge = start_edge(
+        relay_upstream(&pki, relay.addr("relay"), Transport::H2, false),
+        None,
+    )
+    .await;
+    let edge_addr = edge.addr("tls");
+    https_get(edge_addr, PRIVATE, services.client_config(), "/")
+        .await
+        .expect("warm-up through the tunnel");
+    let mut uploads = tokio::task::JoinSet::new();
+    for i in 0..STALLED {
+        let mut tls = held_tunnel(edge_addr, STALL, services.client_config())
+            .await
+            .unwrap_or_else(|e| panic!("stalled upload {i}: {e}"));
+        uploads.spawn(async move {
+            let body = 32usize * 1024 * 1024;
+            let head =
+                format!("POST /upload HTTP/1.1\r\nHost: {STALL}\r\nContent-Length: {body}\r\n\r\n");
+            tls.write_all(head.as_bytes()).await?;
+            let chunk = vec![0x55u8; 64 * 1024];
+            for _ in 0..body / chunk.len() {
+                tls.write_all(&chunk).await?;
+            }
+            std::io::Result::Ok(())
+        });
+    }
+    // Time for the uploads to fill every buffer on their way and stop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        uploads.try_join_next().is_none(),
+        "an upload the origin does not read finished"
+    );
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        https_get(edge_addr, OTHER, services.client_config(), "/bytes/100000"),
+    )
+    .await
+    .expect("a new tunnel answered within 10 s beside the stalled uploads")
+    .expect("the new tunnel's request");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, tlsgate_testkit::pattern(0, 100_000));
+    uploads.abort_all();
+    edge.stop().await;
+    relay.stop().await;
+}

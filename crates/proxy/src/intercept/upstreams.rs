@@ -48,7 +48,7 @@ use crate::error::ConnError;
 use crate::flow::UpstreamCert;
 use crate::tls::{ALPN_H2, ALPN_HTTP1};
 use crate::transport::Body;
-use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_STREAM_WINDOW};
+use crate::transport::h2::{H2_MAX_FRAME, H2_SHARED_CONN_WINDOW, H2_STREAM_WINDOW};
 
 /// Keys (address, port, name, leniency) the pool remembers: a bumping listener talks to many
 /// origins, but one client spraying names must not grow the pool without bound. Making room drops
@@ -394,7 +394,8 @@ impl Upstreams {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .initial_stream_window_size(H2_STREAM_WINDOW)
-                .initial_connection_window_size(H2_CONN_WINDOW)
+                // Shared by many client connections: one that stops reading must not stall them.
+                .initial_connection_window_size(H2_SHARED_CONN_WINDOW)
                 .max_frame_size(H2_MAX_FRAME)
                 .handshake(io)
                 .await

@@ -24,7 +24,9 @@ use crate::http_server::{H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT, H2_MAX_LOC
 use crate::http_server::{Timed, h2_abuse};
 use crate::http_util::strip_hop_by_hop;
 use crate::io::Moved;
-use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_MAX_SEND_BUFFER, H2_STREAM_WINDOW};
+use crate::transport::h2::{
+    H2_MAX_FRAME, H2_MAX_SEND_BUFFER, H2_STREAM_WINDOW, shared_conn_window,
+};
 use crate::transport::{Body, boxed};
 
 /// A CONNECT stream's pipe, delivered once its 2xx answer is on its way; travels in the request's
@@ -64,10 +66,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
-    // The settings of `http_server::serve_h2_conn` (hyper's builder there): keep the two in step.
+    // The settings of `http_server::serve_h2_conn` (hyper's builder there): keep the two in step,
+    // but for the connection window: an edge's connection carries many clients' tunnels, so it has
+    // room for every stream's full window (an origin that stops reading one upload must not stall
+    // the others).
     let handshake = h2::server::Builder::new()
         .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONN_WINDOW)
+        .initial_connection_window_size(shared_conn_window(limits.h2_max_concurrent_streams))
         .max_frame_size(H2_MAX_FRAME)
         .max_send_buffer_size(H2_MAX_SEND_BUFFER)
         .max_concurrent_streams(limits.h2_max_concurrent_streams)

@@ -29,8 +29,35 @@ use crate::h2io::{H2Io, RecvBody, keep_alive, send_body, send_data};
 /// Per-stream receive window: large enough that one tunnel can fill a fast link (the 64 KiB protocol
 /// default caps a stream at 64 KiB per round trip).
 pub const H2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-/// Connection receive window, shared by all streams of a connection.
+/// Connection receive window of a connection that serves one client (the interceptor's and the
+/// edge's HTTP/2 servers): its streams share it.
 pub const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
+/// Streams of a shared connection that may each hold a full stream window unread before the others
+/// feel it: above the relay's default stream limit (100) and nginx's (128).
+pub const H2_SHARED_STREAMS: u32 = 128;
+/// Connection receive window of a connection that carries many clients' streams (the edge's
+/// connections to the relay, the interceptor's shared origin connections); see
+/// [`shared_conn_window`].
+pub const H2_SHARED_CONN_WINDOW: u32 = shared_conn_window(H2_SHARED_STREAMS);
+
+/// The connection receive window that leaves each of `streams` streams its full window however
+/// many of the others stopped being read: a stream whose reader stalls (a client that stops reading
+/// a download, an origin that stops reading an upload) holds at most its own window of the
+/// connection's, so with `streams` × [`H2_STREAM_WINDOW`] no stalled stream takes window another
+/// needs. It reserves no memory: what a connection buffers is bounded by its open streams' windows,
+/// as it would be on separate connections. At least [`H2_CONN_WINDOW`], at most the protocol's
+/// largest window (2^31 − 1, RFC 9113 §6.9.1).
+pub const fn shared_conn_window(streams: u32) -> u32 {
+    const MAX_WINDOW: u64 = (1 << 31) - 1;
+    let window = H2_STREAM_WINDOW as u64 * streams as u64;
+    if window < H2_CONN_WINDOW as u64 {
+        H2_CONN_WINDOW
+    } else if window > MAX_WINDOW {
+        MAX_WINDOW as u32
+    } else {
+        window as u32
+    }
+}
 /// Largest DATA frame we accept: fewer frames per megabyte than the 16 KiB default.
 pub const H2_MAX_FRAME: u32 = 64 * 1024;
 /// Ping interval that detects a relay that vanished without closing the connection.
@@ -504,7 +531,8 @@ async fn connect(
     }
     let handshake = h2::client::Builder::new()
         .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONN_WINDOW)
+        // Tunnels of many clients share the connection: one that stops reading must not stall them.
+        .initial_connection_window_size(H2_SHARED_CONN_WINDOW)
         .max_frame_size(H2_MAX_FRAME)
         .max_send_buffer_size(H2_MAX_SEND_BUFFER)
         .enable_push(false)
@@ -530,4 +558,21 @@ fn head_of(parts: &http::request::Parts) -> Request<()> {
     *head.version_mut() = parts.version;
     *head.headers_mut() = parts.headers.clone();
     head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_window_has_room_for_every_streams_window_within_the_protocols_limit() {
+        const MIB: u32 = 1024 * 1024;
+        assert_eq!(shared_conn_window(0), H2_CONN_WINDOW);
+        assert_eq!(shared_conn_window(1), H2_CONN_WINDOW);
+        assert_eq!(shared_conn_window(100), 400 * MIB);
+        assert_eq!(H2_SHARED_CONN_WINDOW, 512 * MIB);
+        // 2^31 − 1 is the largest window HTTP/2 allows (RFC 9113 §6.9.1).
+        assert_eq!(shared_conn_window(512), (1 << 31) - 1);
+        assert_eq!(shared_conn_window(u32::MAX), (1 << 31) - 1);
+    }
 }
