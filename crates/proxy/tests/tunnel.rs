@@ -584,17 +584,7 @@ async fn tunnels_that_stop_reading_do_not_stall_the_others_on_the_shared_h2_conn
     }
     // Time for the downloads to fill every buffer on their way and stop.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let started = Instant::now();
-    let reply = tokio::time::timeout(
-        Duration::from_secs(10),
-        https_get(edge_addr, OTHER, services.client_config(), "/bytes/100000"),
-    )
-    .await
-    .expect("a new tunnel answered within 10 s beside the stalled ones")
-    .expect("the new tunnel's request");
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, tlsgate_testkit::pattern(0, 100_000));
-    eprintln!("new tunnel answered in {:?}", started.elapsed());
+    assert_a_new_tunnel_is_answered(edge_addr, &services, "downloads").await;
     // A stalled tunnel lost nothing: read to the end of its body, every byte in order.
     let mut first = stalled.swap_remove(0);
     let mut head = Vec::new();
@@ -687,16 +677,27 @@ async fn uploads_an_origin_stops_reading_do_not_stall_the_others_on_the_shared_h
         uploads.try_join_next().is_none(),
         "an upload the origin does not read finished"
     );
-    let reply = tokio::time::timeout(
-        Duration::from_secs(10),
-        https_get(edge_addr, OTHER, services.client_config(), "/bytes/100000"),
-    )
-    .await
-    .expect("a new tunnel answered within 10 s beside the stalled uploads")
-    .expect("the new tunnel's request");
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, tlsgate_testkit::pattern(0, 100_000));
+    assert_a_new_tunnel_is_answered(edge_addr, &services, "uploads").await;
     uploads.abort_all();
     edge.stop().await;
     relay.stop().await;
+}
+
+/// A new tunnel through `edge` to the other service gets its whole answer within 10 s beside the
+/// stalled `what`.
+async fn assert_a_new_tunnel_is_answered(edge: SocketAddr, services: &Services, what: &str) {
+    let started = Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        https_get(edge, OTHER, services.client_config(), "/bytes/100000"),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no answer to a new tunnel within 10 s beside the stalled {what}"))
+    .unwrap_or_else(|e| panic!("the new tunnel beside the stalled {what}: {e}"));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, tlsgate_testkit::pattern(0, 100_000));
+    eprintln!(
+        "a new tunnel beside the stalled {what}: answered in {:?}",
+        started.elapsed()
+    );
 }
