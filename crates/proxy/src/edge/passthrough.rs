@@ -50,14 +50,14 @@ async fn tunnel(
     let authority = format!("{name}:{}", edge.inner_port);
     ctx.name = Some(name);
     ctx.upstream = Some(relay.upstream.name.clone());
-    let prefix = prefix.freeze();
+    let hello_len = prefix.len();
     // Without an SNI the relay cannot route a raw `tls` tunnel; a CONNECT stream names the target.
     let transport = if has_sni {
         relay.upstream.transport
     } else {
         Transport::H2
     };
-    let opened = relay.open(transport, &authority, prefix.clone()).await;
+    let opened = relay.open(transport, &authority, prefix.freeze()).await;
     let _open = (shared.flows.metrics()).count_tunnel(transport, opened.as_ref().map(|_| ()));
     let Opened {
         endpoint,
@@ -65,11 +65,11 @@ async fn tunnel(
         unsent,
     } = match opened {
         Ok(opened) => opened,
-        Err(e) => return (read_only(prefix.len()), Err(e)),
+        Err(e) => return (read_only(hello_len), Err(e)),
     };
     // The flow names the relay endpoint that carries the tunnel.
     ctx.upstream = Some(endpoint.to_string());
-    let sent_early = (prefix.len() - unsent.len()) as u64;
+    let sent_early = (hello_len - unsent.len()) as u64;
     let idle = shared.timeouts.idle;
     let (mut moved, result) = match tunnel {
         Tunnel::H2(stream) => {
