@@ -29,8 +29,8 @@ use crate::h2io::{H2Io, RecvBody, keep_alive, send_body, send_data};
 /// Per-stream receive window: large enough that one tunnel can fill a fast link (the 64 KiB protocol
 /// default caps a stream at 64 KiB per round trip).
 pub const H2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-/// Connection receive window of a connection that serves one client (the interceptor's and the
-/// edge's HTTP/2 servers): its streams share it.
+/// Connection receive window of a connection that serves one client (the interceptor's HTTP/2
+/// server for a bumped client connection): its streams share it.
 pub const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
 /// Streams of a shared connection that may each hold a full stream window unread before the others
 /// feel it: above the relay's default stream limit (100) and nginx's (128).
@@ -58,6 +58,7 @@ pub const fn shared_conn_window(streams: u32) -> u32 {
         window as u32
     }
 }
+
 /// Largest DATA frame we accept: fewer frames per megabyte than the 16 KiB default.
 pub const H2_MAX_FRAME: u32 = 64 * 1024;
 /// Ping interval that detects a relay that vanished without closing the connection.
