@@ -701,3 +701,42 @@ async fn assert_a_new_tunnel_is_answered(edge: SocketAddr, services: &Services, 
         started.elapsed()
     );
 }
+
+/// Forwarded plain HTTP shares the edge's h2 connection to the relay with the tunnels: responses
+/// whose clients stop reading hold their streams' windows there too, and must not stall the other
+/// requests on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_responses_nobody_reads_do_not_stall_the_other_requests() {
+    use tokio::io::AsyncWriteExt;
+    const STALLED: usize = 6;
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let (relay, edge) = start_relay_and_h2_edge(&services, &pki).await;
+    let http = edge.addr("http");
+    let warm = http_get(http, PRIVATE, "/").await.expect("warm-up request");
+    assert_eq!(warm.status, 200);
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+        let request = format!(
+            "GET /bytes/{} HTTP/1.1\r\nHost: {PRIVATE}\r\n\r\n",
+            32 << 20
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(tcp);
+    }
+    // Time for the responses to fill every buffer on their way and stop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        http_get(http, PRIVATE, "/bytes/100000"),
+    )
+    .await
+    .expect("no answer to a forwarded request within 10 s beside the stalled responses")
+    .expect("the forwarded request");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, tlsgate_testkit::pattern(0, 100_000));
+    drop(stalled);
+    edge.stop().await;
+    relay.stop().await;
+}
