@@ -158,9 +158,9 @@ impl RelayClient {
         }
     }
 
-    /// Opens an HTTP/2 CONNECT stream regardless of the configured transport (used for HTTP
-    /// upgrades and hellos without SNI) and sends `early` on it; returns the endpoint that carries
-    /// it.
+    /// Opens an HTTP/2 CONNECT stream regardless of the configured transport and sends `early` on
+    /// it; returns the endpoint that carries it. For HTTP upgrades, which read the answer from the
+    /// stream itself (a hello without SNI goes through [`RelayClient::open`] with `Transport::H2`).
     pub async fn open_h2_via(
         &self,
         authority: &str,
