@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tlsgate_testkit::{NetNs, TestCa};
+use tlsgate_testkit::{NetNs, TestCa, thread_names};
 
 use crate::gateway::{self, EDGE_H2_PORT, EDGE_HTTP_PORT, EDGE_TLS_PORT, RELAY_NAME, RELAY_PORT};
 use crate::nginx::{OTHER_NAME, PRIVATE_NAME};
@@ -382,15 +382,6 @@ fn proc_net_addr(text: &str) -> Option<std::net::SocketAddrV4> {
     Some(std::net::SocketAddrV4::new(addr.into(), port))
 }
 
-/// The edge's worker threads (`tlsgate_proxy::workers::THREAD_NAME`), each with its own pool.
-fn worker_threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/task: {e}"))
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim_end() == "tlsgate-worker")
-        .count()
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
@@ -598,8 +589,12 @@ fn edge_survives_relay_kill_and_link_cut() {
     std::thread::sleep(Duration::from_millis(500));
     let fds_before = edge_fds(edge_pid);
     let rss_before = rss_kib(edge_pid);
-    let workers = worker_threads(edge_pid);
-    assert!(workers >= 1, "the edge runs no worker thread");
+    // Worker threads, each with its own pool (`tlsgate_proxy::workers`).
+    let workers = thread_names(edge_pid)
+        .iter()
+        .filter(|name| *name == tlsgate_proxy::workers::THREAD_NAME)
+        .count();
+    assert!(workers >= 1, "worker threads: {:?}", thread_names(edge_pid));
     eprintln!(
         "edge pid {edge_pid}: baseline {fds_before:?}, {workers} workers, VmRSS {rss_before} KiB"
     );
