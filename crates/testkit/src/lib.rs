@@ -31,7 +31,9 @@ pub use netns::{
 pub use origin::{
     Origin, pattern, pattern_byte, spawn_http_origin, spawn_https_origin, spawn_https_origin_at,
 };
-pub use process::{ChildGuard, TlsgateRun, thread_names};
+pub use process::{
+    ChildGuard, NetSocket, TlsgateRun, fd_targets, net_sockets, rss_kib, socket_inode, thread_names,
+};
 
 /// Installs a tracing subscriber writing through the test harness (so output is captured per
 /// test); `RUST_LOG` is honoured, default `info`. Safe to call from every test.

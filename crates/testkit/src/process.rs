@@ -206,3 +206,155 @@ pub fn thread_names(pid: u32) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// What process `pid`'s open file descriptors point to (`/proc/PID/fd/*`): a path, `socket:[INODE]`,
+/// `pipe:[…]`, `anon_inode:[…]`. An fd closed while it is read is left out.
+pub fn fd_targets(pid: u32) -> std::io::Result<Vec<std::path::PathBuf>> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .collect())
+}
+
+/// The inode of an fd target that is a socket (`socket:[INODE]`).
+pub fn socket_inode(target: &std::path::Path) -> Option<u64> {
+    target
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Process `pid`'s resident set (`VmRSS` of `/proc/PID/status`), in KiB; `None` once it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One socket of the network namespace process `pid` is in, as `/proc/PID/net/{tcp,tcp6,udp,udp6,
+/// unix}` lists it.
+#[derive(Debug, Clone)]
+pub struct NetSocket {
+    pub proto: &'static str,
+    pub inode: u64,
+    /// `ADDR:PORT` in the kernel's hex (see [`NetSocket::remote_v4`]); a unix socket's path.
+    pub local: String,
+    pub remote: String,
+    /// The state's name as TCP calls it (else the kernel's hex code); empty for unix sockets.
+    pub state: String,
+}
+
+impl NetSocket {
+    /// The remote end of an IPv4 socket: the kernel prints the address's bytes, in network
+    /// order, as a native-endian u32, and the port in hex.
+    pub fn remote_v4(&self) -> Option<std::net::SocketAddrV4> {
+        let (addr, port) = self.remote.split_once(':')?;
+        let addr = u32::from_str_radix(addr, 16).ok()?.to_ne_bytes();
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(std::net::SocketAddrV4::new(addr.into(), port))
+    }
+
+    /// One line for a report: `tcp LOCAL -> REMOTE STATE`, or `unix PATH`.
+    pub fn describe(&self) -> String {
+        if self.proto == "unix" {
+            format!("unix {}", self.local)
+        } else {
+            format!(
+                "{} {} -> {} {}",
+                self.proto, self.local, self.remote, self.state
+            )
+        }
+    }
+}
+
+/// The sockets of the network namespace process `pid` is in (empty tables when it is gone).
+pub fn net_sockets(pid: u32) -> Vec<NetSocket> {
+    let mut sockets = Vec::new();
+    for proto in ["tcp", "tcp6", "udp", "udp6", "unix"] {
+        let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")) else {
+            continue;
+        };
+        for line in table.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let socket = if proto == "unix" {
+                let Some(inode) = cols.get(6).and_then(|i| i.parse().ok()) else {
+                    continue;
+                };
+                NetSocket {
+                    proto,
+                    inode,
+                    local: cols.get(7).unwrap_or(&"").to_string(),
+                    remote: String::new(),
+                    state: String::new(),
+                }
+            } else {
+                let Some(inode) = cols.get(9).and_then(|i| i.parse().ok()) else {
+                    continue;
+                };
+                let state = match cols.get(3).copied() {
+                    Some("01") => "ESTABLISHED",
+                    Some("06") => "TIME_WAIT",
+                    Some("07") => "CLOSE",
+                    Some("08") => "CLOSE_WAIT",
+                    Some("0A") => "LISTEN",
+                    Some(other) => other,
+                    None => "?",
+                };
+                NetSocket {
+                    proto,
+                    inode,
+                    local: cols.get(1).unwrap_or(&"?").to_string(),
+                    remote: cols.get(2).unwrap_or(&"?").to_string(),
+                    state: state.to_owned(),
+                }
+            };
+            sockets.push(socket);
+        }
+    }
+    sockets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_sockets_lists_a_connected_socket_with_its_peer_and_fd() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let peer = match listener.local_addr().expect("addr") {
+            std::net::SocketAddr::V4(v4) => v4,
+            other => panic!("not IPv4: {other}"),
+        };
+        let stream = std::net::TcpStream::connect(peer).expect("connect");
+        let pid = std::process::id();
+        let ours: Vec<u64> = fd_targets(pid)
+            .expect("our fds")
+            .iter()
+            .filter_map(|t| socket_inode(t))
+            .collect();
+        let found: Vec<NetSocket> = net_sockets(pid)
+            .into_iter()
+            .filter(|s| s.proto == "tcp" && s.remote_v4() == Some(peer))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            ours.contains(&found[0].inode),
+            "{found:?} not among {ours:?}"
+        );
+        assert_eq!(found[0].state, "ESTABLISHED");
+        assert!(
+            found[0].describe().starts_with("tcp "),
+            "{:?}",
+            found[0].describe()
+        );
+        assert!(rss_kib(pid).is_some_and(|kib| kib > 0));
+        drop(stream);
+    }
+}

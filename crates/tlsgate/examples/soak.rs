@@ -37,8 +37,9 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use tlsgate_testkit::{
-    ChildGuard, Misbehaviour, TestCa, TestDns, TlsgateRun, certs_from_pem, http_get, https_get,
-    https_get_via_proxy, spawn_faulty_origin, spawn_http_origin, spawn_https_origin,
+    ChildGuard, Misbehaviour, TestCa, TestDns, TlsgateRun, certs_from_pem, fd_targets, http_get,
+    https_get, https_get_via_proxy, net_sockets, socket_inode, spawn_faulty_origin,
+    spawn_http_origin, spawn_https_origin,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -230,59 +231,25 @@ fn start(tlsgate: &Path, config: &Path, log: &Path, expect: usize) -> Result<Pro
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+    fd_targets(pid).map_or(0, |fds| fds.len())
 }
 
 /// What each of `pid`'s fds is: a file path, an anonymous inode, or for a socket its protocol,
 /// addresses and TCP state from /proc/net (so a leftover fd names the connection it holds).
 fn fd_descriptions(pid: u32) -> Vec<String> {
-    let mut sockets = std::collections::HashMap::new();
-    for proto in ["tcp", "tcp6", "udp", "udp6", "unix"] {
-        let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")) else {
-            continue;
-        };
-        for line in table.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let (inode, what) = if proto == "unix" {
-                let Some(inode) = cols.get(6) else { continue };
-                (*inode, format!("unix {}", cols.get(7).unwrap_or(&"")))
-            } else {
-                let Some(inode) = cols.get(9) else { continue };
-                let state = match cols.get(3).copied() {
-                    Some("01") => "ESTABLISHED",
-                    Some("06") => "TIME_WAIT",
-                    Some("07") => "CLOSE",
-                    Some("08") => "CLOSE_WAIT",
-                    Some("0A") => "LISTEN",
-                    Some(other) => other,
-                    None => "?",
-                };
-                let ends = format!(
-                    "{} -> {}",
-                    cols.get(1).unwrap_or(&"?"),
-                    cols.get(2).unwrap_or(&"?")
-                );
-                (*inode, format!("{proto} {ends} {state}"))
-            };
-            sockets.insert(inode.to_owned(), what);
-        }
-    }
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .map(|target| {
-            let target = target.display().to_string();
-            let inode = target
-                .strip_prefix("socket:[")
-                .and_then(|t| t.strip_suffix(']'));
-            match inode.and_then(|i| sockets.get(i)) {
+    let sockets: std::collections::HashMap<u64, String> = net_sockets(pid)
+        .iter()
+        .map(|socket| (socket.inode, socket.describe()))
+        .collect();
+    let mut out: Vec<String> = fd_targets(pid)
+        .unwrap_or_default()
+        .iter()
+        .map(
+            |target| match socket_inode(target).and_then(|i| sockets.get(&i)) {
                 Some(what) => what.clone(),
-                None => target,
-            }
-        })
+                None => target.display().to_string(),
+            },
+        )
         .collect();
     out.sort();
     out
@@ -304,14 +271,7 @@ fn new_fds(before: &[String], now: &[String]) -> Vec<String> {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    tlsgate_testkit::rss_kib(pid).unwrap_or(0)
 }
 
 fn free_port() -> u16 {

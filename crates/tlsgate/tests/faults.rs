@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tlsgate_testkit::{
-    ChildGuard, Misbehaviour, RESET_CHUNK, TestCa, TestDns, TlsgateRun, spawn_faulty_origin,
-    thread_names,
+    ChildGuard, Misbehaviour, RESET_CHUNK, TestCa, TestDns, TlsgateRun, fd_targets,
+    spawn_faulty_origin, thread_names,
 };
 use tokio::task::JoinSet;
 
@@ -162,18 +162,11 @@ async fn curl_many(proxy: &Arc<Proxy>, urls: Vec<String>) -> Vec<Seen> {
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
+    fd_targets(pid).expect("the proxy's fds").len()
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    tlsgate_testkit::rss_kib(pid).expect("VmRSS in /proc/PID/status")
 }
 
 async fn healthy(proxy: &Proxy, good: SocketAddr, what: &str) {

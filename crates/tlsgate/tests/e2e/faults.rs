@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tlsgate_testkit::{NetNs, TestCa, thread_names};
+use tlsgate_testkit::{NetNs, TestCa, fd_targets, net_sockets, socket_inode, thread_names};
 
 use crate::gateway::{self, EDGE_H2_PORT, EDGE_HTTP_PORT, EDGE_TLS_PORT, RELAY_NAME, RELAY_PORT};
 use crate::nginx::{OTHER_NAME, PRIVATE_NAME};
@@ -331,41 +331,20 @@ impl EdgeFds {
 }
 
 fn fd_links(pid: u32) -> Vec<PathBuf> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/fd: {e}"))
-        .filter_map(|e| e.ok().and_then(|e| std::fs::read_link(e.path()).ok()))
-        .collect()
+    fd_targets(pid).unwrap_or_else(|e| panic!("reading /proc/{pid}/fd: {e}"))
 }
 
 fn edge_fds(pid: u32) -> EdgeFds {
     let links = fd_links(pid);
-    let sockets: std::collections::HashSet<u64> = links
-        .iter()
-        .filter_map(|l| {
-            l.to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let ours: std::collections::HashSet<u64> =
+        links.iter().filter_map(|l| socket_inode(l)).collect();
     let relay: std::net::SocketAddrV4 = format!("{RELAY_IP}:{RELAY_PORT}")
         .parse()
         .expect("relay address");
-    // The process's own network namespace (the edge's): local, remote address, state, ..., inode.
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/net/tcp: {e}"));
-    let to_relay = table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 9
-                && proc_net_addr(fields[2]) == Some(relay)
-                && fields[9]
-                    .parse()
-                    .is_ok_and(|inode| sockets.contains(&inode))
-        })
+    // The edge's own network namespace: its TCP sockets to the relay, in any state.
+    let to_relay = net_sockets(pid)
+        .iter()
+        .filter(|s| s.proto == "tcp" && ours.contains(&s.inode) && s.remote_v4() == Some(relay))
         .count();
     EdgeFds {
         total: links.len(),
@@ -373,24 +352,8 @@ fn edge_fds(pid: u32) -> EdgeFds {
     }
 }
 
-/// An IPv4 `ADDR:PORT` of /proc/net/tcp: the address's bytes in network order printed as a
-/// native-endian u32, the port in hex.
-fn proc_net_addr(text: &str) -> Option<std::net::SocketAddrV4> {
-    let (addr, port) = text.split_once(':')?;
-    let addr = u32::from_str_radix(addr, 16).ok()?.to_ne_bytes();
-    let port = u16::from_str_radix(port, 16).ok()?;
-    Some(std::net::SocketAddrV4::new(addr.into(), port))
-}
-
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    tlsgate_testkit::rss_kib(pid).expect("VmRSS in /proc/PID/status")
 }
 
 fn edge_config(relay_ca: &Path) -> String {
