@@ -169,6 +169,9 @@ pub struct RelayUpstream {
     /// Number of h2 connections kept open to each endpoint, per worker thread that carries tunnels
     /// (`crate::workers`).
     pub pool_size: usize,
+    /// `tls` transport: outer connections opened ahead of need, per worker thread that opens
+    /// tunnels (0: none; `transport::tls::Spares`).
+    pub preconnect: usize,
     /// How the addresses `host` resolves to are refreshed and how failing ones are retried.
     pub endpoints: EndpointSettings,
 }
@@ -210,6 +213,9 @@ impl RelayUpstream {
     /// h2 connections kept to a relay when the config does not say: one connection multiplexes
     /// `h2_max_concurrent_streams` tunnels, plenty for an edge; raise it for more.
     pub const DEFAULT_POOL_SIZE: usize = 1;
+    /// Most spare outer connections `preconnect` may ask for per worker: a burst of new tunnels
+    /// is served by the spares and the ones opened behind them; more would only hold sockets.
+    pub const MAX_PRECONNECT: usize = 16;
 }
 
 /// A relay listener.

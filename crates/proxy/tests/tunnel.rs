@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tlsgate_proxy::config::Transport;
+use tlsgate_proxy::config::{RelayUpstream, Timeouts, Transport};
 use tlsgate_proxy::flow::Role;
 use tlsgate_testkit::{http_get, https_get, sha256};
 
@@ -737,6 +737,203 @@ async fn forwarded_responses_nobody_reads_do_not_stall_the_other_requests() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, tlsgate_testkit::pattern(0, 100_000));
     drop(stalled);
+    edge.stop().await;
+    relay.stop().await;
+}
+
+/// A TCP forwarder to `to` that counts the connections it accepted and those still open, can cut
+/// them, and can stop accepting (new connections are then refused) while the accepted ones go on.
+struct Forwarder {
+    addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    accepting: tokio::task::JoinHandle<()>,
+    /// Closes every connection accepted so far.
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Forwarder {
+    async fn start(to: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (count, live) = (accepted.clone(), open.clone());
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                live.fetch_add(1, Ordering::SeqCst);
+                let live = live.clone();
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(to).await {
+                        let copying = tokio::io::copy_bidirectional(&mut down, &mut up);
+                        tokio::select! {
+                            _ = tokio::time::timeout(Duration::from_secs(60), copying) => {}
+                            _ = cuts.changed() => {}
+                        }
+                    }
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            open,
+            accepting,
+            cut,
+        }
+    }
+
+    /// Closes every connection accepted so far (both of its sockets).
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Closes the listening socket: connecting is refused from now on.
+    async fn stop_accepting(&self) {
+        self.accepting.abort();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            assert!(Instant::now() < deadline, "the forwarder still accepts");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (at most 10 s) until `done` holds.
+    async fn wait(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: accepted {}, open {}",
+                self.accepted(),
+                self.open()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A `tls`-transport relay upstream through `via`, keeping `preconnect` spares per worker.
+fn preconnecting(pki: &RelayPki, via: SocketAddr, preconnect: usize) -> Arc<RelayUpstream> {
+    let mut upstream = Arc::try_unwrap(relay_upstream(pki, via, Transport::Tls, false))
+        .expect("a fresh upstream has one owner");
+    upstream.preconnect = preconnect;
+    Arc::new(upstream)
+}
+
+#[tokio::test]
+async fn tls_transport_preconnect_carries_the_next_tunnel_on_a_connection_opened_ahead() {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let mut relay = start_relay(&services, &pki, false, any_port()).await;
+    let link = Forwarder::start(relay.addr("relay")).await;
+    let edge = start_edge(preconnecting(&pki, link.addr, 1), None).await;
+    // The first tunnel finds no spare: it connects, and a spare is opened behind it.
+    let reply = https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/")
+        .await
+        .expect("the first tunnel");
+    assert_eq!(reply.status, 200);
+    link.wait("the tunnel's and the spare's outer connections", |l| {
+        l.accepted() == 2
+    })
+    .await;
+    // From now on the relay cannot be reached anew: only the spare can carry the next tunnel.
+    link.stop_accepting().await;
+    let reply = https_get(edge.addr("tls"), OTHER, services.client_config(), "/")
+        .await
+        .expect("the second tunnel rides the spare opened before it");
+    assert_eq!(reply.status, 200);
+    assert!(String::from_utf8_lossy(&reply.body).starts_with("origin=other"));
+    let flow = relay
+        .flow("the relay's splice of the second tunnel", |f| {
+            f.role == Role::Relay && f.name.as_deref() == Some(OTHER)
+        })
+        .await;
+    assert_eq!(flow.reason, None, "{flow:?}");
+    // No spare is left (the one opened behind the second tunnel was refused): the next tunnel
+    // needs a new connection, and fails.
+    let third = https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/").await;
+    assert!(third.is_err(), "no outer connection could carry it");
+    assert_eq!(link.accepted(), 2);
+    edge.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn tls_transport_spares_close_when_unused_and_an_idle_edge_opens_none() {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    // The relay's default detect timeout (the suites' is shorter than a spare's life).
+    let mut relay = start_relay_edited(&services, &pki, false, any_port(), |config| {
+        config.timeouts.detect = Timeouts::default().detect;
+    })
+    .await;
+    let link = Forwarder::start(relay.addr("relay")).await;
+    let edge = start_edge(preconnecting(&pki, link.addr, 2), None).await;
+    // Nothing is opened before the first tunnel.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(link.accepted(), 0);
+    https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/")
+        .await
+        .expect("the first tunnel");
+    link.wait("two spares behind the tunnel", |l| l.accepted() == 3)
+        .await;
+    // Unused, the spares are closed by the edge at the end of their life, and not replaced.
+    let started = Instant::now();
+    link.wait("the spares closed", |l| l.open() == 0).await;
+    let closed = started.elapsed();
+    assert!(
+        closed + Duration::from_millis(500) >= tlsgate_proxy::transport::tls::SPARE_LIFETIME,
+        "closed after {closed:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(link.accepted(), 3, "an idle edge opens no spare");
+    // The relay records each unused spare as a connection that ended before a ClientHello.
+    let unused = relay
+        .flow("an unused spare at the relay", |f| {
+            f.role == Role::Relay && f.reason == Some("client_closed_early")
+        })
+        .await;
+    assert_eq!(unused.bytes_from_client, 0, "{unused:?}");
+    edge.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn tls_transport_skips_a_spare_whose_connection_was_closed_meanwhile() {
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let relay = start_relay(&services, &pki, false, any_port()).await;
+    let link = Forwarder::start(relay.addr("relay")).await;
+    let edge = start_edge(preconnecting(&pki, link.addr, 1), None).await;
+    https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/")
+        .await
+        .expect("the first tunnel");
+    link.wait("the spare", |l| l.accepted() == 2 && l.open() == 1)
+        .await;
+    // The link is cut under the spare (as a relay restart or a firewall's reset does).
+    link.cut();
+    link.wait("the spare's connection closed", |l| l.open() == 0)
+        .await;
+    let reply = https_get(edge.addr("tls"), OTHER, services.client_config(), "/")
+        .await
+        .expect("a tunnel on a new connection, not on the dead spare");
+    assert_eq!(reply.status, 200);
+    assert!(link.accepted() >= 3, "{}", link.accepted());
     edge.stop().await;
     relay.stop().await;
 }

@@ -95,6 +95,8 @@ pub struct RelayClient {
     endpoints: Arc<Endpoints>,
     timeouts: Timeouts,
     pool: h2::Pool,
+    /// Outer connections opened ahead of need for the `tls` transport (`preconnect`), if any.
+    spares: Option<Arc<tls::Spares>>,
 }
 
 impl RelayClient {
@@ -113,12 +115,19 @@ impl RelayClient {
             shutdown.clone(),
             metrics,
         ));
+        let spares = tls::Spares::new(
+            upstream.clone(),
+            endpoints.clone(),
+            timeouts,
+            shutdown.clone(),
+        );
         let pool = h2::Pool::new(upstream.clone(), endpoints.clone(), timeouts, shutdown);
         Self {
             upstream,
             endpoints,
             timeouts,
             pool,
+            spares,
         }
     }
 
@@ -130,7 +139,8 @@ impl RelayClient {
     /// Opens a tunnel for `authority` (`name:port`) with `transport` (the relay's configured one, or
     /// h2 where only a CONNECT can name the target). `first` is the client's first bytes (its
     /// ClientHello): a CONNECT stream sends them at once, behind its request
-    /// ([`h2::Pool::connect_stream`]); a `tls` tunnel leaves them to its first write.
+    /// ([`h2::Pool::connect_stream`]); a `tls` tunnel leaves them to its first write, on a spare
+    /// outer connection when `preconnect` keeps some ([`tls::Spares`]).
     pub async fn open(
         &self,
         transport: Transport,
@@ -148,13 +158,18 @@ impl RelayClient {
                         unsent: Bytes::new(),
                     })
             }
-            Transport::Tls => tls::connect(&self.upstream, &self.endpoints, &self.timeouts)
-                .await
-                .map(|(endpoint, stream)| Opened {
+            Transport::Tls => {
+                let spare = self.spares.as_ref().and_then(tls::Spares::take);
+                let (endpoint, stream) = match spare {
+                    Some(spare) => spare,
+                    None => tls::connect(&self.upstream, &self.endpoints, &self.timeouts).await?,
+                };
+                Ok(Opened {
                     endpoint,
                     tunnel: Tunnel::Tls(Box::new(stream)),
                     unsent: first,
-                }),
+                })
+            }
         }
     }
 
@@ -174,6 +189,11 @@ impl RelayClient {
         self.open_h2_via(authority, Bytes::new())
             .await
             .map(|(_, stream)| stream)
+    }
+
+    /// Outer connections kept ahead of need now (`preconnect`), over all workers.
+    pub fn spare_connections(&self) -> usize {
+        self.spares.as_ref().map_or(0, |s| s.count())
     }
 
     /// Sends a forwarded HTTP request over the h2 pool; returns the endpoint that carried it.

@@ -1,10 +1,16 @@
 //! The `tls` transport: one outer TLS 1.3 connection to the relay per inner connection; the inner
-//! bytes are written raw inside it.
+//! bytes are written raw inside it. With `preconnect`, a few are opened ahead of need ([`Spares`]).
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -129,4 +135,213 @@ pub async fn handshake(
             ConnError::RelayUnavailable(format!("TLS handshake with {addr} timed out")),
         )),
     }
+}
+
+/// How long an outer connection opened ahead of need waits for a tunnel before the edge closes it:
+/// half the relay's default `detect` timeout (10 s), after which the relay closes an outer
+/// connection that has carried nothing.
+pub const SPARE_LIFETIME: Duration = Duration::from_secs(5);
+
+/// Outer connections opened ahead of need (`preconnect`), so that a tunnel's ClientHello leaves
+/// the edge at once instead of after a TCP connect and the outer handshake: two crossings of the
+/// edge ↔ relay link fewer, as a CONNECT stream on the h2 transport.
+///
+/// Each worker thread keeps its own ([`crate::workers`]), opened by a task on that worker, so a
+/// tunnel's socket stays on its thread. They are kept while tunnels are being opened: a tunnel
+/// that takes one (or finds none) has the worker's spares topped up behind it, and spares that
+/// wait [`SPARE_LIFETIME`] unused are closed and not replaced until the next tunnel. An idle edge
+/// therefore holds none and opens none. A spare the relay closed meanwhile (restart, its own
+/// timeout) is found dead when taken and skipped.
+pub(crate) struct Spares {
+    per_worker: usize,
+    relay: Arc<RelayUpstream>,
+    endpoints: Arc<Endpoints>,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+    workers: Mutex<HashMap<Option<usize>, Kept>>,
+}
+
+/// One worker's spares.
+#[derive(Default)]
+struct Kept {
+    /// Oldest first.
+    ready: VecDeque<Spare>,
+    /// A task keeps this worker's spares (tops them up and closes them at their end of life).
+    filling: bool,
+    /// A tunnel was opened since the task last topped up.
+    demand: bool,
+    wake: Arc<Notify>,
+}
+
+struct Spare {
+    addr: SocketAddr,
+    outer: Outer<TcpStream>,
+    born: Instant,
+}
+
+impl Spares {
+    pub(crate) fn new(
+        relay: Arc<RelayUpstream>,
+        endpoints: Arc<Endpoints>,
+        timeouts: Timeouts,
+        shutdown: CancellationToken,
+    ) -> Option<Arc<Self>> {
+        (relay.preconnect > 0).then(|| {
+            Arc::new(Self {
+                per_worker: relay.preconnect,
+                relay,
+                endpoints,
+                timeouts,
+                shutdown,
+                workers: Mutex::new(HashMap::new()),
+            })
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<usize>, Kept>> {
+        // Every critical section leaves the map whole: a panic in one cannot corrupt it.
+        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A live spare of the calling worker's, to an endpoint still usable; the worker's spares are
+    /// topped up behind it either way. Spares found dead or expired are dropped.
+    pub(crate) fn take(self: &Arc<Self>) -> Option<(SocketAddr, Outer<TcpStream>)> {
+        let worker = crate::workers::current();
+        let (found, spawn) = {
+            let mut workers = self.lock();
+            let kept = workers.entry(worker).or_default();
+            let mut found = None;
+            let now = Instant::now();
+            while let Some(mut spare) = kept.ready.pop_front() {
+                if now < spare.born + SPARE_LIFETIME
+                    && self.endpoints.is_usable(spare.addr)
+                    && is_live(&mut spare.outer)
+                {
+                    found = Some((spare.addr, spare.outer));
+                    break;
+                }
+                tracing::debug!(endpoint = %spare.addr, "spare outer connection dropped: expired, ejected or closed by the relay");
+            }
+            kept.demand = true;
+            kept.wake.notify_one();
+            let spawn = !kept.filling;
+            kept.filling = true;
+            (found, spawn)
+        };
+        if spawn {
+            tokio::spawn(self.clone().keep(worker));
+        }
+        found
+    }
+
+    /// Keeps `worker`'s spares: tops them up after each demand, closes them at their end of life,
+    /// and ends when none are left and no tunnel asked meanwhile (or at shutdown).
+    async fn keep(self: Arc<Self>, worker: Option<usize>) {
+        loop {
+            let (top_up, wake) = {
+                let mut workers = self.lock();
+                let kept = workers.entry(worker).or_default();
+                (std::mem::take(&mut kept.demand), kept.wake.clone())
+            };
+            if top_up {
+                self.top_up(worker).await;
+            }
+            let expiry = {
+                let mut workers = self.lock();
+                let kept = workers.entry(worker).or_default();
+                match kept.ready.front() {
+                    Some(oldest) => Some(oldest.born + SPARE_LIFETIME),
+                    None if kept.demand => None,
+                    None => {
+                        kept.filling = false;
+                        return;
+                    }
+                }
+            };
+            if let Some(expiry) = expiry {
+                tokio::select! {
+                    () = tokio::time::sleep_until(expiry) => {}
+                    () = wake.notified() => {}
+                    () = self.shutdown.cancelled() => {}
+                }
+            }
+            let now = Instant::now();
+            let (expired, stop) = {
+                let mut workers = self.lock();
+                let kept = workers.entry(worker).or_default();
+                let stop = self.shutdown.is_cancelled();
+                let keep_until = |spare: &Spare| !stop && now < spare.born + SPARE_LIFETIME;
+                let (live, expired): (VecDeque<Spare>, VecDeque<Spare>) =
+                    kept.ready.drain(..).partition(keep_until);
+                kept.ready = live;
+                if stop {
+                    kept.filling = false;
+                }
+                (expired, stop)
+            };
+            for spare in expired {
+                close(spare.outer).await;
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Opens outer connections until `worker` has `per_worker` spares; stops at the first failure
+    /// (the endpoints are ejected as for a tunnel; the next tunnel's demand tries again).
+    async fn top_up(&self, worker: Option<usize>) {
+        loop {
+            let have = self.lock().get(&worker).map_or(0, |k| k.ready.len());
+            if have >= self.per_worker || self.shutdown.is_cancelled() {
+                return;
+            }
+            let opened = tokio::select! {
+                opened = connect(&self.relay, &self.endpoints, &self.timeouts) => opened,
+                () = self.shutdown.cancelled() => return,
+            };
+            match opened {
+                Ok((addr, outer)) => {
+                    let spare = Spare {
+                        addr,
+                        outer,
+                        born: Instant::now(),
+                    };
+                    self.lock()
+                        .entry(worker)
+                        .or_default()
+                        .ready
+                        .push_back(spare);
+                }
+                Err(e) => {
+                    tracing::debug!("opening a spare outer connection to the relay: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Spares kept now, over all workers.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().values().map(|k| k.ready.len()).sum()
+    }
+}
+
+/// Whether an unused outer connection is still open: the relay sends nothing on a raw outer
+/// connection before the inner ClientHello, so anything readable (its close, an error, data) means
+/// it is gone. Post-handshake messages (session tickets) are taken in by the outer layer and read
+/// as nothing. Polled once without waiting; the worker's reactor has already taken in whatever
+/// arrived while the connection sat idle.
+fn is_live(outer: &mut Outer<TcpStream>) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(outer)
+        .poll_read(&mut cx, &mut buf)
+        .is_pending()
+}
+
+/// Closes an unused outer connection with its close_notify, bounded.
+async fn close(mut outer: Outer<TcpStream>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), outer.shutdown()).await;
 }

@@ -261,6 +261,7 @@ pub fn relay_upstream(
         tls_h2,
         tls_raw,
         pool_size: 1,
+        preconnect: 0,
         endpoints: Default::default(),
     })
 }

@@ -151,6 +151,7 @@ async fn run() -> anyhow::Result<()> {
             tls_h2,
             tls_raw,
             pool_size: 1,
+            preconnect: 0,
             endpoints: Default::default(),
         });
         let edge = Gateway::bind(config(vec![

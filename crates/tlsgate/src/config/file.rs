@@ -77,6 +77,9 @@ pub struct RelayFile {
     pub transport: Option<TransportFile>,
     #[serde(default)]
     pub pool_size: Option<usize>,
+    /// `tls` transport: outer connections opened ahead of need per worker (absent: 0).
+    #[serde(default)]
+    pub preconnect: Option<usize>,
     /// How often the host is re-resolved (absent: `EndpointSettings::DEFAULT_RESOLVE_INTERVAL`).
     #[serde(default, with = "humantime_serde::option")]
     pub resolve_interval: Option<Duration>,

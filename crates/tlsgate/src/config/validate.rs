@@ -299,6 +299,25 @@ impl Validator<'_> {
             None | Some(TransportFile::H2) => Transport::H2,
             Some(TransportFile::Tls) => Transport::Tls,
         };
+        let preconnect = match (relay.preconnect, transport) {
+            (None, _) | (Some(0), _) => Some(0),
+            (Some(_), Transport::H2) => {
+                self.error(
+                    format!("{at}.preconnect"),
+                    "only the tls transport opens outer connections per tunnel; \
+                     with h2, pool_size connections are kept open already",
+                );
+                None
+            }
+            (Some(n), Transport::Tls) if n > RelayUpstream::MAX_PRECONNECT => {
+                self.error(
+                    format!("{at}.preconnect"),
+                    format!("at most {} per worker", RelayUpstream::MAX_PRECONNECT),
+                );
+                None
+            }
+            (Some(n), Transport::Tls) => Some(n),
+        };
         let endpoints = self.endpoint_settings(at, &relay);
 
         let ((host, port), server_name, cas, identity, pool_size, endpoints) = (
@@ -309,6 +328,7 @@ impl Validator<'_> {
             pool_size?,
             endpoints?,
         );
+        let preconnect = preconnect?;
         let (tls_h2, tls_raw) = match tls::relay_client_configs(&cas, identity) {
             Ok(configs) => configs,
             Err(err) => {
@@ -332,6 +352,7 @@ impl Validator<'_> {
             tls_h2,
             tls_raw,
             pool_size,
+            preconnect,
             endpoints,
         })
     }
@@ -1320,6 +1341,42 @@ limits: {max_connections: 10}
 "#;
 
     #[test]
+    fn preconnect_is_for_the_tls_transport_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_pki(dir.path());
+        let config = validate_yaml(GOOD, dir.path()).expect("valid config");
+        let ListenerKind::TlsPassthrough(edge) = &config.listeners[0].kind else {
+            panic!("https is tls-passthrough")
+        };
+        assert_eq!(edge.relay.preconnect, 0, "off unless asked for");
+        let with = |extra: &str| {
+            GOOD.replace(
+                "    client_key: certs/edge.key\n",
+                &format!("    client_key: certs/edge.key\n{extra}"),
+            )
+        };
+        let tls = with("    transport: tls\n    preconnect: 2\n");
+        let config = validate_yaml(&tls, dir.path()).expect("valid config");
+        let ListenerKind::TlsPassthrough(edge) = &config.listeners[0].kind else {
+            panic!("https is tls-passthrough")
+        };
+        assert_eq!(edge.relay.preconnect, 2);
+        let h2 = with("    preconnect: 2\n");
+        assert_eq!(
+            error_paths(validate_yaml(&h2, dir.path())),
+            ["relays[0].preconnect"]
+        );
+        let too_many = with(&format!(
+            "    transport: tls\n    preconnect: {}\n",
+            RelayUpstream::MAX_PRECONNECT + 1
+        ));
+        assert_eq!(
+            error_paths(validate_yaml(&too_many, dir.path())),
+            ["relays[0].preconnect"]
+        );
+    }
+
+    #[test]
     fn admin_is_off_by_default_loopback_without_a_token_and_flows_are_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
         write_pki(dir.path());
@@ -2054,6 +2111,7 @@ mod docs_tests {
 
         let relay = file.relays[0].value.as_ref().expect("sample relay");
         assert_eq!(relay.pool_size, Some(DEFAULT_POOL_SIZE));
+        assert_eq!(relay.preconnect, Some(0), "preconnect is off by default");
         let endpoints = EndpointSettings::default();
         assert_eq!(relay.resolve_interval, Some(endpoints.resolve_interval));
         assert_eq!(relay.retry_backoff_min, Some(endpoints.retry_backoff_min));
