@@ -6,7 +6,9 @@ tlsgate binary in turn (ROUNDS rounds, alternating), COUNT new connections one a
 handshakes + one GET of /small).
 
     sudo bench/run.sh --scenarios T2 --keep     # certificates, configs and the origin's config
-    python3 bench/link_delay.py WORKDIR DELAY_MS ROUNDS COUNT TLSGATE_BIN...
+    python3 bench/link_delay.py WORKDIR DELAY_MS ROUNDS COUNT TLSGATE_BIN[@preconnect=N]...
+
+`BIN@preconnect=N` runs BIN with `preconnect: N` on the edge's `tls` relay (spare outer connections).
 
 Loopback only; starts the origin (nginx), relay and edge from WORKDIR's configs and stops them, by PID.
 Standard library only, like bench.py."""
@@ -79,7 +81,18 @@ def main():
     if not ready.wait(5):
         sys.exit("the delaying forwarder did not start")
     edge_delayed = edge_yaml.replace(f"127.0.0.1:{relay_port}", f"127.0.0.1:{bound[0]}")
-    open(f"{d}/edge-delayed.yaml", "w").write(edge_delayed)
+    variants = []
+    for i, arg in enumerate(bins):
+        b, _, opt = arg.partition("@")
+        text = edge_delayed
+        if opt:
+            m = re.fullmatch(r"preconnect=(\d+)", opt)
+            if not m:
+                sys.exit(f"unknown option {opt!r} (BIN@preconnect=N)")
+            text = text.replace("transport: tls}", f"transport: tls, preconnect: {m.group(1)}}}")
+        path = f"{d}/edge-delayed-{i}.yaml"
+        open(path, "w").write(text)
+        variants.append((b, arg, path))
     origin = subprocess.Popen(["nginx", "-c", f"{d}/origin.conf", "-p", d], cwd=d,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
@@ -87,10 +100,10 @@ def main():
     env = dict(os.environ, RUST_LOG="warn")
     try:
         for rnd in range(rounds):
-            for b in bins:
+            for b, label, edge_conf in variants:
                 r = subprocess.Popen([b, "run", "--config", f"{d}/tlsgate-relay.yaml"], cwd=d, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                e = subprocess.Popen([b, "run", "--config", f"{d}/edge-delayed.yaml"], cwd=d, env=env,
+                e = subprocess.Popen([b, "run", "--config", edge_conf], cwd=d, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1.5)
                 row = []
@@ -101,7 +114,7 @@ def main():
                     j = json.loads(out.stdout)
                     lat = j["latency_us"]
                     row.append(f"{name} ok {j['requests_ok']} p50 {lat['p50']/1000:.1f} ms p90 {lat['p90']/1000:.1f} ms")
-                print(f"round {rnd+1} {os.path.basename(b)}: " + " | ".join(row), flush=True)
+                print(f"round {rnd+1} {os.path.basename(label)}: " + " | ".join(row), flush=True)
                 for p in (e, r):
                     p.send_signal(signal.SIGTERM)
                 for p in (e, r):
