@@ -178,7 +178,7 @@ listeners:
     let expected = [
         "relays[0].transprot: unknown field `transprot`, expected one of `name`, `address`, \
          `server_name`, `ca`, `client_cert`, `client_key`, `transport`, `pool_size`, \
-         `resolve_interval`, `retry_backoff_min`, `retry_backoff_max`"
+         `preconnect`, `resolve_interval`, `retry_backoff_min`, `retry_backoff_max`"
             .to_owned(),
         format!(
             "relays[0].client_key: certs/edge.key is readable by group/others (mode 0644); \
