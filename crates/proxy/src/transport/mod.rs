@@ -191,11 +191,6 @@ impl RelayClient {
             .map(|(_, stream)| stream)
     }
 
-    /// Outer connections kept ahead of need now (`preconnect`), over all workers.
-    pub fn spare_connections(&self) -> usize {
-        self.spares.as_ref().map_or(0, |s| s.count())
-    }
-
     /// Sends a forwarded HTTP request over the h2 pool; returns the endpoint that carried it.
     pub async fn send(
         &self,

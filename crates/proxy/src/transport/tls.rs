@@ -320,11 +320,6 @@ impl Spares {
             }
         }
     }
-
-    /// Spares kept now, over all workers.
-    pub(crate) fn count(&self) -> usize {
-        self.lock().values().map(|k| k.ready.len()).sum()
-    }
 }
 
 /// Whether an unused outer connection is still open: the relay sends nothing on a raw outer
