@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tlsgate_proxy::config::{RelayUpstream, Timeouts, Transport};
+use tlsgate_proxy::config::{Timeouts, Transport};
 use tlsgate_proxy::flow::Role;
 use tlsgate_testkit::{http_get, https_get, sha256};
 
@@ -827,21 +827,27 @@ impl Forwarder {
     }
 }
 
-/// A `tls`-transport relay upstream through `via`, keeping `preconnect` spares per worker.
-fn preconnecting(pki: &RelayPki, via: SocketAddr, preconnect: usize) -> Arc<RelayUpstream> {
-    let mut upstream = Arc::try_unwrap(relay_upstream(pki, via, Transport::Tls, false))
+/// `services`, a relay for them (its config changed by `edit`), a [`Forwarder`] to it, and an edge
+/// whose `tls`-transport relay is reached through the forwarder and keeps `preconnect` spares.
+async fn spares_through_a_link(
+    services: &Services,
+    preconnect: usize,
+    edit: impl FnOnce(&mut tlsgate_proxy::config::Config),
+) -> (Running, Forwarder, Running) {
+    let pki = RelayPki::new();
+    let relay = start_relay_edited(services, &pki, false, any_port(), edit).await;
+    let link = Forwarder::start(relay.addr("relay")).await;
+    let mut upstream = Arc::try_unwrap(relay_upstream(&pki, link.addr, Transport::Tls, false))
         .expect("a fresh upstream has one owner");
     upstream.preconnect = preconnect;
-    Arc::new(upstream)
+    let edge = start_edge(Arc::new(upstream), None).await;
+    (relay, link, edge)
 }
 
 #[tokio::test]
 async fn tls_transport_preconnect_carries_the_next_tunnel_on_a_connection_opened_ahead() {
     let services = Services::start().await;
-    let pki = RelayPki::new();
-    let mut relay = start_relay(&services, &pki, false, any_port()).await;
-    let link = Forwarder::start(relay.addr("relay")).await;
-    let edge = start_edge(preconnecting(&pki, link.addr, 1), None).await;
+    let (mut relay, link, edge) = spares_through_a_link(&services, 1, |_| {}).await;
     // The first tunnel finds no spare: it connects, and a spare is opened behind it.
     let reply = https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/")
         .await
@@ -876,14 +882,11 @@ async fn tls_transport_preconnect_carries_the_next_tunnel_on_a_connection_opened
 #[tokio::test]
 async fn tls_transport_spares_close_when_unused_and_an_idle_edge_opens_none() {
     let services = Services::start().await;
-    let pki = RelayPki::new();
     // The relay's default detect timeout (the suites' is shorter than a spare's life).
-    let mut relay = start_relay_edited(&services, &pki, false, any_port(), |config| {
+    let (mut relay, link, edge) = spares_through_a_link(&services, 2, |config| {
         config.timeouts.detect = Timeouts::default().detect;
     })
     .await;
-    let link = Forwarder::start(relay.addr("relay")).await;
-    let edge = start_edge(preconnecting(&pki, link.addr, 2), None).await;
     // Nothing is opened before the first tunnel.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(link.accepted(), 0);
@@ -916,10 +919,7 @@ async fn tls_transport_spares_close_when_unused_and_an_idle_edge_opens_none() {
 #[tokio::test]
 async fn tls_transport_skips_a_spare_whose_connection_was_closed_meanwhile() {
     let services = Services::start().await;
-    let pki = RelayPki::new();
-    let relay = start_relay(&services, &pki, false, any_port()).await;
-    let link = Forwarder::start(relay.addr("relay")).await;
-    let edge = start_edge(preconnecting(&pki, link.addr, 1), None).await;
+    let (relay, link, edge) = spares_through_a_link(&services, 1, |_| {}).await;
     https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/")
         .await
         .expect("the first tunnel");
