@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use tlsgate_testkit::TestCa;
 use tlsgate_testkit::{Origin, spawn_http_origin, spawn_https_origin};
+use tlsgate_testkit::{TcpHop, TestCa};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -178,15 +177,14 @@ async fn goes_through_a_connect_proxy_with_one_name_per_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_reports_once_every_connection_is_open_and_keeps_them() {
     let s = https_origin().await;
-    let accepted = Arc::new(AtomicUsize::new(0));
     // Count connections at a forwarding hop in front of the origin.
-    let hop = spawn_counting_hop(s.origin.addr, accepted.clone()).await;
+    let hop = TcpHop::start(s.origin.addr).await;
     let url = format!("https://{NAME}:{}/small", s.origin.addr.port());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tlsgate-load"))
         .args(args(
             url,
             &s.ca_pem,
-            hop,
+            hop.addr,
             &["--hold", "7", "-c", "3", "-d", "20"],
         ))
         .stdout(Stdio::piped())
@@ -203,7 +201,7 @@ async fn hold_reports_once_every_connection_is_open_and_keeps_them() {
     let r: Value = serde_json::from_str(&line).expect("JSON");
     assert_eq!(r["held"], 7, "{r}");
     assert_eq!(r["mode"], "hold", "{r}");
-    assert_eq!(accepted.load(Ordering::SeqCst), 7);
+    assert_eq!(hop.accepted(), 7);
     // Still running (holding) after the report.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -243,23 +241,6 @@ async fn spawn_connect_proxy(
                     .await
                     .is_ok()
                 {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// A TCP hop to `origin` that counts accepted connections.
-async fn spawn_counting_hop(origin: SocketAddr, accepted: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if let Ok(mut upstream) = TcpStream::connect(origin).await {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }
             });

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use tlsgate_proxy::config::{Timeouts, Transport};
 use tlsgate_proxy::flow::Role;
-use tlsgate_testkit::{http_get, https_get, sha256};
+use tlsgate_testkit::{TcpHop, http_get, https_get, sha256};
 
 async fn assert_routes_by_inner_sni(transport: Transport) {
     let services = Services::start().await;
@@ -741,102 +741,16 @@ async fn forwarded_responses_nobody_reads_do_not_stall_the_other_requests() {
     relay.stop().await;
 }
 
-/// A TCP forwarder to `to` that counts the connections it accepted and those still open, can cut
-/// them, and can stop accepting (new connections are then refused) while the accepted ones go on.
-struct Forwarder {
-    addr: SocketAddr,
-    accepted: Arc<std::sync::atomic::AtomicUsize>,
-    open: Arc<std::sync::atomic::AtomicUsize>,
-    accepting: tokio::task::JoinHandle<()>,
-    /// Closes every connection accepted so far.
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Forwarder {
-    async fn start(to: SocketAddr) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let open = Arc::new(AtomicUsize::new(0));
-        let (count, live) = (accepted.clone(), open.clone());
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        let accepting = tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                live.fetch_add(1, Ordering::SeqCst);
-                let live = live.clone();
-                let mut cuts = cuts.clone();
-                cuts.mark_unchanged();
-                tokio::spawn(async move {
-                    if let Ok(mut up) = tokio::net::TcpStream::connect(to).await {
-                        let copying = tokio::io::copy_bidirectional(&mut down, &mut up);
-                        tokio::select! {
-                            _ = tokio::time::timeout(Duration::from_secs(60), copying) => {}
-                            _ = cuts.changed() => {}
-                        }
-                    }
-                    live.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Self {
-            addr,
-            accepted,
-            open,
-            accepting,
-            cut,
-        }
-    }
-
-    /// Closes every connection accepted so far (both of its sockets).
-    fn cut(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn open(&self) -> usize {
-        self.open.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Closes the listening socket: connecting is refused from now on.
-    async fn stop_accepting(&self) {
-        self.accepting.abort();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-            assert!(Instant::now() < deadline, "the forwarder still accepts");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits (at most 10 s) until `done` holds.
-    async fn wait(&self, what: &str, done: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done(self) {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: accepted {}, open {}",
-                self.accepted(),
-                self.open()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// `services`, a relay for them (its config changed by `edit`), a [`Forwarder`] to it, and an edge
+/// `services`, a relay for them (its config changed by `edit`), a [`TcpHop`] to it, and an edge
 /// whose `tls`-transport relay is reached through the forwarder and keeps `preconnect` spares.
 async fn spares_through_a_link(
     services: &Services,
     preconnect: usize,
     edit: impl FnOnce(&mut tlsgate_proxy::config::Config),
-) -> (Running, Forwarder, Running) {
+) -> (Running, TcpHop, Running) {
     let pki = RelayPki::new();
     let relay = start_relay_edited(services, &pki, false, any_port(), edit).await;
-    let link = Forwarder::start(relay.addr("relay")).await;
+    let link = TcpHop::start(relay.addr("relay")).await;
     let mut upstream = Arc::try_unwrap(relay_upstream(&pki, link.addr, Transport::Tls, false))
         .expect("a fresh upstream has one owner");
     upstream.preconnect = preconnect;

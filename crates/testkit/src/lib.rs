@@ -11,6 +11,7 @@ mod client;
 mod dns;
 mod faulty;
 mod files;
+mod hop;
 mod netns;
 mod origin;
 mod process;
@@ -25,6 +26,7 @@ pub use client::{
 pub use dns::{TEST_DNS_TTL_SECS, TestDns};
 pub use faulty::{FaultyOrigin, Misbehaviour, RESET_CHUNK, spawn_faulty_origin};
 pub use files::{TempDir, certs_from_pem, sha256_file, temp_dir, write_pseudorandom_file};
+pub use hop::TcpHop;
 pub use netns::{
     NEED_ROOT_MESSAGE, NetNs, SKIP_E2E_ENV, e2e_preflight, is_root, run, unique_prefix, veth,
 };
