@@ -325,18 +325,38 @@ impl Spares {
 /// Whether an unused outer connection is still open: the relay sends nothing on a raw outer
 /// connection before the inner ClientHello, so anything readable (its close, an error, data) means
 /// it is gone. Post-handshake messages (session tickets) are taken in by the outer layer and read
-/// as nothing. Polled once without waiting; the worker's reactor has already taken in whatever
-/// arrived while the connection sat idle.
+/// as nothing.
+///
+/// Two looks, neither waiting: the outer layer reads what the runtime knows to be readable, then
+/// the kernel is asked directly ([`quiet`]). The runtime learns of a socket's news only when its
+/// reactor next turns, so a close that arrived since (a relay restarting, a link cut) would
+/// otherwise pass for an open connection and fail the tunnel put on it.
 fn is_live(outer: &mut Outer<TcpStream>) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = tokio::io::ReadBuf::new(&mut byte);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    std::pin::Pin::new(outer)
+    std::pin::Pin::new(&mut *outer)
         .poll_read(&mut cx, &mut buf)
         .is_pending()
+        && quiet(outer.get_ref())
+}
+
+/// Whether the kernel holds nothing to read on `tcp` and no close or error: a peek that would
+/// block. Bytes the outer layer has not taken in yet (a session ticket that came after the
+/// reactor's last turn, say) count as not quiet too: such a spare is dropped, which costs a new
+/// connection, never the tunnel.
+fn quiet(tcp: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    matches!(
+        socket2::SockRef::from(tcp).peek(&mut byte),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 /// Closes an unused outer connection with its close_notify, bounded.
 async fn close(mut outer: Outer<TcpStream>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), outer.shutdown()).await;
 }
+
+#[cfg(test)]
+mod tests;
