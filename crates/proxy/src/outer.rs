@@ -6,7 +6,7 @@
 //! decrypted in the buffer it was read into and copied once, into the reader's buffer. rustls'
 //! buffered connection copies each record's plaintext into a fresh `Vec` first and then into the
 //! reader's buffer; that first copy alone was a fifth of the edge's CPU samples in a bulk download
-//! (docs/performance.md, T1).
+//! (docs/performance-log.md, Profiles, T1).
 //!
 //! The wire format is TLS 1.3's (RFC 8446 §5), so the peer may run any TLS 1.3 stack. Key updates
 //! and session tickets still go through rustls, which keeps the secrets. Sealing switches keys

@@ -12,7 +12,7 @@
 //! A new connection wakes every worker waiting on the socket (tokio registers it without
 //! `EPOLLEXCLUSIVE`); one accepts it and the others find nothing: one wasted wake-up per worker
 //! and connection, against the two wake-ups and two reactor registrations of accepting on one
-//! thread and handing the socket to another (measured: docs/performance.md).
+//! thread and handing the socket to another (measured: docs/performance-log.md, Changes).
 //!
 //! Without workers (`Gateway::with_workers` not called, as in the library's tests), connections
 //! are served on the runtime that accepts them, as before.

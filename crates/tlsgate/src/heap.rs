@@ -5,7 +5,7 @@
 //! is still held, and a stream's write staging (`h2io::H2Io`) is reallocated when it runs out of
 //! room while h2 still holds chunks sent from it. glibc's defaults return the top of a heap to the kernel once 128 KiB of it is free, so
 //! each of those buffers was unmapped when freed and page-faulted back in (zeroed) when allocated
-//! again: a page fault per 4 KiB carried, on each end. In the 1 GiB benchmark (T1, docs/performance.md)
+//! again: a page fault per 4 KiB carried, on each end. In the 1 GiB benchmark (T1, docs/performance-log.md)
 //! that was a third of the tunnel's CPU.
 //!
 //! glibc adjusts its thresholds itself ("dynamic mmap threshold", mallopt(3)): when a block that
