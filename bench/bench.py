@@ -959,6 +959,34 @@ def targets(summary):
     return "\n".join(["| target | measured | |", "|---|---|---|", *rows])
 
 
+# The ratio targets of issue 6 for which the whole machine is the limit (every scenario but T1).
+RATIO_TARGETS = [("T2", "tlsgate h2", 0.8), ("T3", "tlsgate h2", 0.6), ("T3", "tlsgate tls", 0.6),
+                 ("T4", "tlsgate h2", 0.5), ("I1 h1", "tlsgate", 0.55), ("I1 h2", "tlsgate", 0.55)]
+
+
+def budget_rows(summary):
+    """The ratio targets as CPU budgets. Client, origin and tool share the machine's cores, which the
+    direct run already keeps busy; through the tool, the client and the origin do about the same
+    work per request, and the tool's CPU comes on top. So with D = cores / direct rate (machine time
+    per request of the direct run) and G the tool's CPU per request, the ratio cannot exceed
+    D / (D + G), and a target r leaves the tool (1/r - 1) × D."""
+    cores = os.cpu_count() or 1
+    lines = ["| target | D: direct machine time per request | budget for the tool | tool's CPU per request (G) "
+             "| ceiling D / (D + G) | measured ratio |", "|---|---|---|---|---|---|"]
+    for scen, tool, r in RATIO_TARGETS:
+        d, s = summary.get((scen, "direct")), summary.get((scen, tool))
+        what = f"{scen} {tool} ≥ {r}"
+        if (not d or not s or "failed" in d or "failed" in s or not d.get("req_per_s")
+                or s.get("cpu_per_req_us") is None):
+            lines.append(f"| {what} | – | – | – | – | – |")
+            continue
+        big_d = cores / d["req_per_s"] * 1e6
+        g = s["cpu_per_req_us"]
+        lines.append(f"| {what} | {big_d:.1f} µs | {(1 / r - 1) * big_d:.1f} µs | {g:.1f} µs | "
+                     f"{big_d / (big_d + g):.2f} | {fmt(s['ratio'], '.2f')} |")
+    return "\n".join(lines)
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -1024,6 +1052,16 @@ def report(summary, started, b):
         "## Targets (issue 6)",
         "",
         targets(summary),
+        "",
+        "## The ratio targets as CPU budgets",
+        "",
+        f"The client, the origin and the tool share this machine's {os.cpu_count()} cores, which the direct "
+        "run already keeps busy; through the tool the client and the origin do about the same work per "
+        "request and the tool's CPU comes on top. So a ratio cannot exceed D / (D + G), where D is the "
+        "machine time per request of the direct run (cores / its rate) and G the tool's CPU per request, "
+        "and a ratio target r leaves the tool (1/r − 1) × D (T2: per connection).",
+        "",
+        budget_rows(summary),
     ]
     return "\n".join(out)
 
