@@ -221,4 +221,76 @@ impl ConnError {
                 | Self::ClientNoSni
         )
     }
+
+    /// The TLS alert that tells a client which has sent only its ClientHello why its connection is
+    /// not carried: `access_denied` for a refusal by policy (this gateway's, or the relay's 403 to a
+    /// CONNECT), `internal_error` when the far side cannot be reached or a limit is hit. None for the
+    /// client's own faults (a late, broken or missing hello), which get a plain close.
+    pub fn refusal_alert(&self) -> Option<u8> {
+        match self {
+            e if e.is_policy() => Some(ALERT_ACCESS_DENIED),
+            Self::RelayRefused(403) => Some(ALERT_ACCESS_DENIED),
+            Self::RelayUnavailable(_)
+            | Self::RelayRefused(_)
+            | Self::RelayHttp(_)
+            | Self::RelayH2(_)
+            | Self::UpstreamResolve(_)
+            | Self::UpstreamNoAddress
+            | Self::UpstreamConnectTimeout
+            | Self::UpstreamConnect(_)
+            | Self::ClientTunnelLimit => Some(ALERT_INTERNAL_ERROR),
+            _ => None,
+        }
+    }
+}
+
+/// TLS alert descriptions sent to a client before closing a connection that is not carried.
+pub const ALERT_ACCESS_DENIED: u8 = 49;
+pub const ALERT_INTERNAL_ERROR: u8 = 80;
+
+/// A fatal TLS alert record, readable by a client that has sent only its ClientHello.
+pub fn tls_alert(description: u8) -> [u8; 7] {
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_tells_policy_from_an_unreachable_far_side_and_spares_the_clients_own_faults() {
+        for denied in [
+            ConnError::PolicyNoRoute,
+            ConnError::PolicyInnerSniMismatch,
+            ConnError::ClientNoSni,
+            ConnError::RelayRefused(403),
+        ] {
+            assert_eq!(
+                denied.refusal_alert(),
+                Some(ALERT_ACCESS_DENIED),
+                "{denied}"
+            );
+        }
+        for failed in [
+            ConnError::RelayUnavailable("down".into()),
+            ConnError::RelayRefused(502),
+            ConnError::UpstreamConnectTimeout,
+            ConnError::ClientTunnelLimit,
+        ] {
+            assert_eq!(
+                failed.refusal_alert(),
+                Some(ALERT_INTERNAL_ERROR),
+                "{failed}"
+            );
+        }
+        for clients_own in [
+            ConnError::ClientHelloTimeout,
+            ConnError::ClientClosedEarly,
+            ConnError::ClientNotTls,
+        ] {
+            assert_eq!(clients_own.refusal_alert(), None, "{clients_own}");
+        }
+        // What a client that sent only its ClientHello can read: a plaintext fatal alert record.
+        assert_eq!(tls_alert(ALERT_ACCESS_DENIED), [21, 3, 3, 0, 2, 2, 49]);
+    }
 }

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
-use crate::error::ConnError;
+use crate::error::{ConnError, tls_alert};
 use crate::h2io::H2Io;
 
 /// Copy buffer per direction. 64 KiB lets a TLS record (16 KiB) or an h2 DATA frame pass in one read
@@ -210,6 +210,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for End<S> {
             End::Stream(s) => Pin::new(s).poll_shutdown(cx),
             End::H2(h2) => Pin::new(h2).poll_shutdown(cx),
         }
+    }
+}
+
+/// Bound on telling a client why its connection is not carried ([`refuse_tls`]).
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
+/// Ends a TLS connection that will not be carried with the alert that says why
+/// ([`ConnError::refusal_alert`]), if the error has one, and closes the write side; returns the
+/// bytes sent to the client. The client has sent only its ClientHello, so the alert is a
+/// plaintext record it reads as the server's answer (curl: "tlsv1 alert access denied").
+pub async fn refuse_tls<W: AsyncWrite + Unpin>(io: &mut W, error: &ConnError) -> u64 {
+    let Some(alert) = error.refusal_alert() else {
+        return 0;
+    };
+    let record = tls_alert(alert);
+    let sent = tokio::time::timeout(REFUSAL_WRITE, async {
+        io.write_all(&record).await?;
+        let sent = record.len() as u64;
+        io.shutdown()
+            .await
+            .map(|()| sent)
+            .or(Ok::<_, io::Error>(sent))
+    })
+    .await;
+    match sent {
+        Ok(Ok(sent)) => sent,
+        _ => 0,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
-use crate::io::{End, Moved, splice, splice_ends};
+use crate::io::{End, Moved, refuse_tls, splice, splice_ends};
 use crate::transport::{Opened, RelayClient, Tunnel};
 
 /// Serves one client connection to completion and records its flow.
@@ -65,7 +65,14 @@ async fn tunnel(
         unsent,
     } = match opened {
         Ok(opened) => opened,
-        Err(e) => return (read_only(hello_len), Err(e)),
+        Err(e) => {
+            let to_client = refuse_tls(&mut tcp, &e).await;
+            let moved = Moved {
+                to_client,
+                ..read_only(hello_len)
+            };
+            return (moved, Err(e));
+        }
     };
     // The flow names the relay endpoint that carries the tunnel.
     ctx.upstream = Some(endpoint.to_string());

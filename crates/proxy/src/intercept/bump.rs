@@ -28,10 +28,11 @@ use super::certs::FixedCert;
 use super::explicit::refuse;
 use super::origin::OriginConn;
 use super::upstreams::{Checkout, Coalescing, Key, Sender};
-use super::{ALERT_INTERNAL_ERROR, InterceptState, Target, new_ctx, tls_alert};
+use super::{InterceptState, Target, new_ctx};
 use crate::config::{CertStrategy, InterceptAction};
 use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::error::ConnError;
+use crate::error::{ALERT_INTERNAL_ERROR, tls_alert};
 use crate::flow::{Mode, TlsFacts, UpstreamCert};
 use crate::http_util::{
     host_of, is_upgrade, origin_form, request_authority, status_for, strip_hop_by_hop,

@@ -25,7 +25,7 @@ use crate::config::{
 };
 use crate::context::{ConnCtx, Shared};
 use crate::detect;
-use crate::error::ConnError;
+use crate::error::{ALERT_ACCESS_DENIED, ConnError, tls_alert};
 use crate::flow::{Mode, Role, TlsFacts};
 use crate::io::{Moved, Prefixed, splice};
 use tlsgate_policy::{DenyReason, RequestFacts, RequestVerdict, TlsAction};
@@ -395,15 +395,6 @@ async fn plain<S>(
             ctx.finish(&shared, moved, &result);
         }
     }
-}
-
-/// TLS alert descriptions we send before closing.
-pub(crate) const ALERT_ACCESS_DENIED: u8 = 49;
-pub(crate) const ALERT_INTERNAL_ERROR: u8 = 80;
-
-/// A fatal TLS alert record, readable by a client that has sent only its ClientHello.
-pub(crate) fn tls_alert(description: u8) -> [u8; 7] {
-    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
 }
 
 pub(crate) fn new_ctx(listener: Arc<str>, client: SocketAddr) -> ConnCtx {

@@ -14,7 +14,7 @@ use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
-use crate::io::{Moved, Prefixed, splice};
+use crate::io::{Moved, Prefixed, refuse_tls, splice};
 use crate::route::Traffic;
 
 pub async fn serve<S>(
@@ -42,21 +42,21 @@ pub async fn serve<S>(
     };
     ctx.tls = Some(TlsFacts::offered(&hello));
     let Some(sni) = hello.sni else {
-        return ctx.finish(&shared, read_only(&prefix), &Err(ConnError::ClientNoSni));
+        return refuse(io, ctx, &shared, &prefix, ConnError::ClientNoSni).await;
     };
     ctx.name = Some(sni.clone());
     // This connection is one tunnel of its client's.
     let _tunnel = match admission.admit_tunnel() {
         Ok(permit) => permit,
-        Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
+        Err(e) => return refuse(io, ctx, &shared, &prefix, e).await,
     };
     let Some((host, port)) = relay.routes.target(&sni, Traffic::Tls) else {
-        return ctx.finish(&shared, read_only(&prefix), &Err(ConnError::PolicyNoRoute));
+        return refuse(io, ctx, &shared, &prefix, ConnError::PolicyNoRoute).await;
     };
     ctx.upstream = Some(format!("{host}:{port}"));
     let upstream = match shared.connect(&host, port).await {
         Ok(stream) => stream,
-        Err(e) => return ctx.finish(&shared, read_only(&prefix), &Err(e)),
+        Err(e) => return refuse(io, ctx, &shared, &prefix, e).await,
     };
     let (moved, result) = splice(
         io,
@@ -67,6 +67,23 @@ pub async fn serve<S>(
     )
     .await;
     ctx.finish(&shared, moved, &result);
+}
+
+/// A tunnel refused after its ClientHello: the client is told why ([`refuse_tls`]), then the flow is
+/// recorded.
+async fn refuse<S: AsyncWrite + Unpin>(
+    mut io: S,
+    ctx: ConnCtx,
+    shared: &Shared,
+    prefix: &BytesMut,
+    error: ConnError,
+) {
+    let to_client = refuse_tls(&mut io, &error).await;
+    let moved = Moved {
+        to_client,
+        ..read_only(prefix)
+    };
+    ctx.finish(shared, moved, &Err(error));
 }
 
 fn read_only(prefix: &BytesMut) -> Moved {

@@ -28,7 +28,7 @@ use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
 use crate::h2io::H2Io;
 use crate::http_util::{host_of, local_response, request_authority, status_for};
-use crate::io::{End, Moved, splice_ends};
+use crate::io::{End, Moved, refuse_tls, splice_ends};
 use crate::metrics::RelayH2Stream;
 use crate::route::{Traffic, traffic_for_connect_port};
 use crate::transport::{Body, boxed};
@@ -231,7 +231,13 @@ async fn carry(
                 .as_deref()
                 .is_some_and(|sni| !same_name(sni, authority_name)) =>
         {
-            (read_only(&prefix), Err(ConnError::PolicyInnerSniMismatch))
+            let error = ConnError::PolicyInnerSniMismatch;
+            let to_client = refuse_tls(&mut io, &error).await;
+            let moved = Moved {
+                to_client,
+                ..read_only(&prefix)
+            };
+            (moved, Err(error))
         }
         Ok(_) => {
             let (io, upstream) = (end(io), End::Stream(upstream));

@@ -397,6 +397,12 @@ fn tunnel_carries_tls_and_http_through_the_sni_firewall() {
             "unknown SNI over {transport} must be refused: {}",
             refused.describe()
         );
+        // ... with the reason, as the TLS alert curl reports for the handshake (exit 35).
+        assert!(
+            refused.code == 35 && refused.stderr.contains("alert access denied"),
+            "the refusal over {transport} names itself: {}",
+            refused.describe()
+        );
         eprintln!("(d) {unknown} over {transport}: {}", refused.describe());
     }
     // One no_route refusal per attempt, naming the requested SNI.
