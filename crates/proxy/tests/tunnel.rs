@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tlsgate_proxy::config::{Timeouts, Transport};
-use tlsgate_proxy::flow::Role;
+use tlsgate_proxy::flow::{FlowRecord, Role};
 use tlsgate_testkit::{TcpHop, http_get, https_get, sha256};
 
 async fn assert_routes_by_inner_sni(transport: Transport) {
@@ -859,6 +859,68 @@ async fn tls_transport_skips_a_spare_whose_connection_was_closed_meanwhile() {
         .expect("a tunnel on a new connection, not on the dead spare");
     assert_eq!(reply.status, 200);
     assert!(link.accepted() >= 3, "{}", link.accepted());
+    edge.stop().await;
+    relay.stop().await;
+}
+
+/// An edge with `preconnect: 1` whose first tunnel has been served, with only the spare opened
+/// behind it still open on the link.
+async fn one_spare_left(services: &Services) -> (Running, TcpHop, Running) {
+    let (relay, link, edge) = spares_through_a_link(services, 1, |_| {}).await;
+    https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/")
+        .await
+        .expect("the first tunnel");
+    link.wait("the spare alone", |l| l.accepted() == 2 && l.open() == 1)
+        .await;
+    (relay, link, edge)
+}
+
+#[tokio::test]
+async fn tls_transport_writes_the_hello_again_when_a_spare_dies_as_it_is_used() {
+    let services = Services::start().await;
+    let (mut relay, link, edge) = one_spare_left(&services).await;
+    // The spare dies as the next tunnel's ClientHello goes into it: the relay never gets it.
+    link.cut_on_next_data();
+    let reply = https_get(edge.addr("tls"), OTHER, services.client_config(), "/")
+        .await
+        .expect("the ClientHello is written again on a new connection");
+    assert_eq!(reply.status, 200);
+    assert!(String::from_utf8_lossy(&reply.body).starts_with("origin=other"));
+    assert!(link.accepted() >= 3, "{}", link.accepted());
+    let flow = relay
+        .flow("the tunnel at the relay", |f| {
+            f.role == Role::Relay && f.name.as_deref() == Some(OTHER)
+        })
+        .await;
+    assert_eq!(flow.reason, None, "{flow:?}");
+    edge.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn tls_transport_never_replays_a_refusal_made_on_a_spare() {
+    let services = Services::start().await;
+    let (mut relay, _link, edge) = one_spare_left(&services).await;
+    let refused = https_get(
+        edge.addr("tls"),
+        "unknown.example.com",
+        services.client_config(),
+        "/",
+    )
+    .await
+    .expect_err("no route for the name");
+    assert!(
+        refused.contains("received fatal alert: AccessDenied"),
+        "{refused}"
+    );
+    let no_route = |f: &FlowRecord| f.role == Role::Relay && f.reason == Some("no_route");
+    relay.flow("the refusal", no_route).await;
+    let again = tokio::time::timeout(
+        Duration::from_secs(1),
+        relay.flow("the refusal made again", no_route),
+    )
+    .await;
+    assert!(again.is_err(), "the relay refused the name once");
     edge.stop().await;
     relay.stop().await;
 }

@@ -83,7 +83,12 @@ async fn tunnel(
             let relay: End<TcpStream> = End::H2(stream);
             splice_ends(End::Stream(tcp), relay, unsent, Bytes::new(), idle).await
         }
-        Tunnel::Tls(stream) => splice(tcp, stream, unsent, Bytes::new(), idle).await,
+        Tunnel::Tls(mut stream) => {
+            let spliced = splice(tcp, &mut *stream, unsent, Bytes::new(), idle).await;
+            // A tunnel on a spare that died unseen was carried by a new connection.
+            ctx.upstream = Some(stream.endpoint().to_string());
+            spliced
+        }
     };
     moved.from_client += sent_early;
     (moved, result)

@@ -8,10 +8,8 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::outer::Outer;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RelayUpstream, Timeouts, Transport};
@@ -75,7 +73,7 @@ pub enum Tunnel {
     /// An HTTP/2 CONNECT stream.
     H2(H2Io),
     /// A dedicated outer TLS connection.
-    Tls(Box<Outer<TcpStream>>),
+    Tls(Box<tls::TlsTunnel>),
 }
 
 /// A tunnel [`RelayClient::open`] opened.
@@ -160,13 +158,24 @@ impl RelayClient {
             }
             Transport::Tls => {
                 let spare = self.spares.as_ref().and_then(tls::Spares::take);
-                let (endpoint, stream) = match spare {
-                    Some(spare) => spare,
-                    None => tls::connect(&self.upstream, &self.endpoints, &self.timeouts).await?,
+                let tunnel = match spare {
+                    Some((endpoint, outer)) => tls::TlsTunnel::on_spare(
+                        endpoint,
+                        outer,
+                        first.clone(),
+                        self.upstream.clone(),
+                        self.endpoints.clone(),
+                        self.timeouts,
+                    ),
+                    None => {
+                        let (endpoint, outer) =
+                            tls::connect(&self.upstream, &self.endpoints, &self.timeouts).await?;
+                        tls::TlsTunnel::fresh(endpoint, outer)
+                    }
                 };
                 Ok(Opened {
-                    endpoint,
-                    tunnel: Tunnel::Tls(Box::new(stream)),
+                    endpoint: tunnel.endpoint(),
+                    tunnel: Tunnel::Tls(Box::new(tunnel)),
                     unsent: first,
                 })
             }

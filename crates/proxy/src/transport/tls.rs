@@ -2,11 +2,16 @@
 //! bytes are written raw inside it. With `preconnect`, a few are opened ahead of need ([`Spares`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -134,6 +139,237 @@ pub async fn handshake(
             EjectReason::HandshakeTimeout,
             ConnError::RelayUnavailable(format!("TLS handshake with {addr} timed out")),
         )),
+    }
+}
+
+/// A `tls` tunnel's outer connection, as the splice uses it.
+///
+/// One taken from the spares may die unseen between its last check and the ClientHello's write (a
+/// relay restarting, a link cut). If its transport then fails (a close without close_notify, a
+/// reset) before the relay sent anything back, and nothing but the bytes given at open went in,
+/// those bytes are written again on a new outer connection, once. A relay that refuses a tunnel
+/// says so inside it (a TLS alert, [`crate::io::refuse_tls`]) and a close_notify is the relay's own
+/// ending: neither is replayed, so a refusal is never repeated at the relay or an origin. Only
+/// the client's first bytes (its ClientHello) are ever replayed, which the TLS handshake allows.
+pub struct TlsTunnel {
+    outer: Outer<TcpStream>,
+    endpoint: SocketAddr,
+    replay: Replay,
+}
+
+/// A new outer connection for a replay.
+type Redial =
+    Pin<Box<dyn Future<Output = Result<(SocketAddr, Outer<TcpStream>), ConnError>> + Send>>;
+
+enum Replay {
+    Off,
+    /// Nothing came back yet; `written` bytes of `first` went in.
+    Armed {
+        first: Bytes,
+        written: usize,
+        again: Arc<dyn Fn() -> Redial + Send + Sync>,
+    },
+    /// The transport failed with `cause`; a new outer connection is being opened.
+    Dialing {
+        first: Bytes,
+        written: usize,
+        dial: Redial,
+        cause: io::Error,
+    },
+    /// On the new connection: `first[pos..written]` is still to be written again.
+    Resending {
+        first: Bytes,
+        pos: usize,
+        written: usize,
+    },
+}
+
+impl TlsTunnel {
+    /// A tunnel on an outer connection opened for it: nothing to replay.
+    pub(crate) fn fresh(endpoint: SocketAddr, outer: Outer<TcpStream>) -> Self {
+        Self {
+            outer,
+            endpoint,
+            replay: Replay::Off,
+        }
+    }
+
+    /// A tunnel on a spare: `first` (the bytes the tunnel writes first) may be replayed on a new
+    /// connection opened like a fresh tunnel's.
+    pub(crate) fn on_spare(
+        endpoint: SocketAddr,
+        outer: Outer<TcpStream>,
+        first: Bytes,
+        relay: Arc<RelayUpstream>,
+        endpoints: Arc<Endpoints>,
+        timeouts: Timeouts,
+    ) -> Self {
+        let again = Arc::new(move || -> Redial {
+            let (relay, endpoints) = (relay.clone(), endpoints.clone());
+            Box::pin(async move { connect(&relay, &endpoints, &timeouts).await })
+        });
+        Self {
+            outer,
+            endpoint,
+            replay: Replay::Armed {
+                first,
+                written: 0,
+                again,
+            },
+        }
+    }
+
+    /// The relay endpoint that carries the tunnel (after a replay, the new connection's).
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoint
+    }
+
+    /// Starts a replay if `error` is a transport failure while one is possible; `false` otherwise.
+    fn redial_on(&mut self, error: &io::Error) -> bool {
+        if !matches!(
+            error.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::NotConnected
+        ) {
+            return false;
+        }
+        let Replay::Armed {
+            first,
+            written,
+            again,
+        } = std::mem::replace(&mut self.replay, Replay::Off)
+        else {
+            return false;
+        };
+        tracing::debug!(endpoint = %self.endpoint, "the spare outer connection failed before the relay answered ({error}); its first bytes go again on a new connection");
+        self.replay = Replay::Dialing {
+            first,
+            written,
+            dial: again(),
+            cause: io::Error::new(error.kind(), error.to_string()),
+        };
+        true
+    }
+
+    /// Drives a replay under way to its end; `Ready(Ok)` when none is (any more).
+    fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match &mut self.replay {
+                Replay::Dialing { dial, .. } => {
+                    let dialed = ready!(dial.as_mut().poll(cx));
+                    let Replay::Dialing {
+                        first,
+                        written,
+                        cause,
+                        ..
+                    } = std::mem::replace(&mut self.replay, Replay::Off)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    match dialed {
+                        Ok((endpoint, outer)) => {
+                            self.endpoint = endpoint;
+                            self.outer = outer;
+                            self.replay = Replay::Resending {
+                                first,
+                                pos: 0,
+                                written,
+                            };
+                        }
+                        Err(e) => {
+                            return Poll::Ready(Err(io::Error::new(
+                                cause.kind(),
+                                format!("{cause}; a new outer connection failed too: {e}"),
+                            )));
+                        }
+                    }
+                }
+                Replay::Resending {
+                    first,
+                    pos,
+                    written,
+                } => {
+                    while *pos < *written {
+                        let n = ready!(
+                            Pin::new(&mut self.outer).poll_write(cx, &first[*pos..*written])
+                        )?;
+                        *pos += n;
+                    }
+                    self.replay = Replay::Off;
+                }
+                Replay::Off | Replay::Armed { .. } => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl AsyncRead for TlsTunnel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.poll_replay(cx))?;
+            match Pin::new(&mut this.outer).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if this.redial_on(&e) => continue,
+                Poll::Ready(result) => {
+                    // Data or the relay's own close_notify: the relay answered.
+                    if result.is_ok() {
+                        this.replay = Replay::Off;
+                    }
+                    return Poll::Ready(result);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TlsTunnel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.poll_replay(cx))?;
+            match Pin::new(&mut this.outer).poll_write(cx, buf) {
+                Poll::Ready(Err(e)) if this.redial_on(&e) => continue,
+                Poll::Ready(Ok(n)) => {
+                    if let Replay::Armed { first, written, .. } = &mut this.replay {
+                        *written += n;
+                        if *written > first.len() {
+                            // More than the first bytes went in: nothing may be replayed.
+                            this.replay = Replay::Off;
+                        }
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.poll_replay(cx))?;
+            match Pin::new(&mut this.outer).poll_flush(cx) {
+                Poll::Ready(Err(e)) if this.redial_on(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_replay(cx))?;
+        Pin::new(&mut this.outer).poll_shutdown(cx)
     }
 }
 
