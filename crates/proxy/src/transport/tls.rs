@@ -157,9 +157,15 @@ pub struct TlsTunnel {
     replay: Replay,
 }
 
-/// A new outer connection for a replay.
-type Redial =
-    Pin<Box<dyn Future<Output = Result<(SocketAddr, Outer<TcpStream>), ConnError>> + Send>>;
+/// A new outer connection being opened for a replay.
+type Dial = Pin<Box<dyn Future<Output = Result<(SocketAddr, Outer<TcpStream>), ConnError>> + Send>>;
+
+/// Where a replay opens its new outer connection: as a fresh tunnel would ([`connect`]).
+struct Redial {
+    relay: Arc<RelayUpstream>,
+    endpoints: Arc<Endpoints>,
+    timeouts: Timeouts,
+}
 
 enum Replay {
     Off,
@@ -167,13 +173,13 @@ enum Replay {
     Armed {
         first: Bytes,
         written: usize,
-        again: Arc<dyn Fn() -> Redial + Send + Sync>,
+        redial: Box<Redial>,
     },
     /// The transport failed with `cause`; a new outer connection is being opened.
     Dialing {
         first: Bytes,
         written: usize,
-        dial: Redial,
+        dial: Dial,
         cause: io::Error,
     },
     /// On the new connection: `first[pos..written]` is still to be written again.
@@ -204,9 +210,10 @@ impl TlsTunnel {
         endpoints: Arc<Endpoints>,
         timeouts: Timeouts,
     ) -> Self {
-        let again = Arc::new(move || -> Redial {
-            let (relay, endpoints) = (relay.clone(), endpoints.clone());
-            Box::pin(async move { connect(&relay, &endpoints, &timeouts).await })
+        let redial = Box::new(Redial {
+            relay,
+            endpoints,
+            timeouts,
         });
         Self {
             outer,
@@ -214,7 +221,7 @@ impl TlsTunnel {
             replay: Replay::Armed {
                 first,
                 written: 0,
-                again,
+                redial,
             },
         }
     }
@@ -238,16 +245,21 @@ impl TlsTunnel {
         let Replay::Armed {
             first,
             written,
-            again,
+            redial,
         } = std::mem::replace(&mut self.replay, Replay::Off)
         else {
             return false;
         };
+        let Redial {
+            relay,
+            endpoints,
+            timeouts,
+        } = *redial;
         tracing::debug!(endpoint = %self.endpoint, "the spare outer connection failed before the relay answered ({error}); its first bytes go again on a new connection");
         self.replay = Replay::Dialing {
             first,
             written,
-            dial: again(),
+            dial: Box::pin(async move { connect(&relay, &endpoints, &timeouts).await }),
             cause: io::Error::new(error.kind(), error.to_string()),
         };
         true
