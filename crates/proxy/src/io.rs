@@ -217,27 +217,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for End<S> {
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
 /// Ends a TLS connection that will not be carried with the alert that says why
-/// ([`ConnError::refusal_alert`]), if the error has one, and closes the write side; returns the
-/// bytes sent to the client. The client has sent only its ClientHello, so the alert is a
-/// plaintext record it reads as the server's answer (curl: "tlsv1 alert access denied").
-pub async fn refuse_tls<W: AsyncWrite + Unpin>(io: &mut W, error: &ConnError) -> u64 {
+/// ([`ConnError::refusal_alert`]), if the error has one, and closes the write side; returns what
+/// moved: the `read` bytes of the client's, and the alert if it went out. The client has sent only
+/// its ClientHello, so the alert is a plaintext record it reads as the server's answer (curl:
+/// "tlsv1 alert access denied").
+pub async fn refuse_tls<W: AsyncWrite + Unpin>(io: &mut W, error: &ConnError, read: u64) -> Moved {
+    let mut moved = Moved {
+        from_client: read,
+        to_client: 0,
+    };
     let Some(alert) = error.refusal_alert() else {
-        return 0;
+        return moved;
     };
     let record = tls_alert(alert);
-    let sent = tokio::time::timeout(REFUSAL_WRITE, async {
+    let written = tokio::time::timeout(REFUSAL_WRITE, async {
         io.write_all(&record).await?;
-        let sent = record.len() as u64;
-        io.shutdown()
-            .await
-            .map(|()| sent)
-            .or(Ok::<_, io::Error>(sent))
-    })
-    .await;
-    match sent {
-        Ok(Ok(sent)) => sent,
-        _ => 0,
-    }
+        moved.to_client = record.len() as u64;
+        io.shutdown().await
+    });
+    let _ = written.await;
+    moved
 }
 
 /// Bytes moved by a splice.

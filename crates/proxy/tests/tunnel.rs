@@ -59,7 +59,7 @@ async fn assert_unknown_sni_refused(transport: Transport) {
     let services = Services::start().await;
     let pki = RelayPki::new();
     let mut relay = start_relay(&services, &pki, false, any_port()).await;
-    let edge = start_edge(
+    let mut edge = start_edge(
         relay_upstream(&pki, relay.addr("relay"), transport, false),
         None,
     )
@@ -84,6 +84,13 @@ async fn assert_unknown_sni_refused(transport: Transport) {
         .await;
     assert_eq!(flow.reason, Some("no_route"));
     assert!(flow.upstream.is_none(), "nothing was connected: {flow:?}");
+    // What reached the client is the alert's record, and the edge's flow counts it.
+    let at_edge = edge
+        .flow("the edge's record of the refusal", |f| {
+            f.role == Role::Edge && f.name.as_deref() == Some("unknown.example.com")
+        })
+        .await;
+    assert_eq!(at_edge.bytes_to_client, 7, "{at_edge:?}");
     edge.stop().await;
     relay.stop().await;
 }

@@ -65,14 +65,7 @@ async fn tunnel(
         unsent,
     } = match opened {
         Ok(opened) => opened,
-        Err(e) => {
-            let to_client = refuse_tls(&mut tcp, &e).await;
-            let moved = Moved {
-                to_client,
-                ..read_only(hello_len)
-            };
-            return (moved, Err(e));
-        }
+        Err(e) => return (refuse_tls(&mut tcp, &e, hello_len as u64).await, Err(e)),
     };
     // The flow names the relay endpoint that carries the tunnel.
     ctx.upstream = Some(endpoint.to_string());

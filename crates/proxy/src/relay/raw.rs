@@ -78,11 +78,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
     prefix: &BytesMut,
     error: ConnError,
 ) {
-    let to_client = refuse_tls(&mut io, &error).await;
-    let moved = Moved {
-        to_client,
-        ..read_only(prefix)
-    };
+    let moved = refuse_tls(&mut io, &error, prefix.len() as u64).await;
     ctx.finish(shared, moved, &Err(error));
 }
 

@@ -232,11 +232,7 @@ async fn carry(
                 .is_some_and(|sni| !same_name(sni, authority_name)) =>
         {
             let error = ConnError::PolicyInnerSniMismatch;
-            let to_client = refuse_tls(&mut io, &error).await;
-            let moved = Moved {
-                to_client,
-                ..read_only(&prefix)
-            };
+            let moved = refuse_tls(&mut io, &error, prefix.len() as u64).await;
             (moved, Err(error))
         }
         Ok(_) => {
