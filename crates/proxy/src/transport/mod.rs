@@ -157,16 +157,9 @@ impl RelayClient {
                     })
             }
             Transport::Tls => {
-                let spare = self.spares.as_ref().and_then(tls::Spares::take);
+                let spare = self.spares.as_ref().and_then(|spares| spares.take(&first));
                 let tunnel = match spare {
-                    Some((endpoint, outer)) => tls::TlsTunnel::on_spare(
-                        endpoint,
-                        outer,
-                        first.clone(),
-                        self.upstream.clone(),
-                        self.endpoints.clone(),
-                        self.timeouts,
-                    ),
+                    Some(tunnel) => tunnel,
                     None => {
                         let (endpoint, outer) =
                             tls::connect(&self.upstream, &self.endpoints, &self.timeouts).await?;

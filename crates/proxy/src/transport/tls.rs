@@ -201,27 +201,20 @@ impl TlsTunnel {
     }
 
     /// A tunnel on a spare: `first` (the bytes the tunnel writes first) may be replayed on a new
-    /// connection opened like a fresh tunnel's.
-    pub(crate) fn on_spare(
+    /// connection opened by `redial`.
+    fn on_spare(
         endpoint: SocketAddr,
         outer: Outer<TcpStream>,
         first: Bytes,
-        relay: Arc<RelayUpstream>,
-        endpoints: Arc<Endpoints>,
-        timeouts: Timeouts,
+        redial: Redial,
     ) -> Self {
-        let redial = Box::new(Redial {
-            relay,
-            endpoints,
-            timeouts,
-        });
         Self {
             outer,
             endpoint,
             replay: Replay::Armed {
                 first,
                 written: 0,
-                redial,
+                redial: Box::new(redial),
             },
         }
     }
@@ -451,9 +444,10 @@ impl Spares {
         self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A live spare of the calling worker's, to an endpoint still usable; the worker's spares are
-    /// topped up behind it either way. Spares found dead or expired are dropped.
-    pub(crate) fn take(self: &Arc<Self>) -> Option<(SocketAddr, Outer<TcpStream>)> {
+    /// A tunnel on a live spare of the calling worker's, to an endpoint still usable, that will
+    /// write `first` first (and may write it again, [`TlsTunnel`]); the worker's spares are topped
+    /// up behind it either way. Spares found dead or expired are dropped.
+    pub(crate) fn take(self: &Arc<Self>, first: &Bytes) -> Option<TlsTunnel> {
         let worker = crate::workers::current();
         let (found, spawn) = {
             let mut workers = self.lock();
@@ -479,7 +473,18 @@ impl Spares {
         if spawn {
             tokio::spawn(self.clone().keep(worker));
         }
-        found
+        found.map(|(endpoint, outer)| {
+            TlsTunnel::on_spare(
+                endpoint,
+                outer,
+                first.clone(),
+                Redial {
+                    relay: self.relay.clone(),
+                    endpoints: self.endpoints.clone(),
+                    timeouts: self.timeouts,
+                },
+            )
+        })
     }
 
     /// Keeps `worker`'s spares: tops them up after each demand, closes them at their end of life,
