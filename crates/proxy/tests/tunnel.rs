@@ -34,12 +34,7 @@ async fn assert_routes_by_inner_sni(transport: Transport) {
         assert!(text.contains(&format!("host={name}")), "{text:?}");
         // The client saw the service's own certificate: nobody re-encrypted.
         assert_eq!(sha256(&reply.peer_leaf_der), leaf.sha256_fingerprint());
-        let flow = relay
-            .flow("relay splice", |f| {
-                f.role == Role::Relay && f.name.as_deref() == Some(name)
-            })
-            .await;
-        assert_eq!(flow.reason, None, "{flow:?}");
+        assert_relay_carried(&mut relay, name).await;
     }
     edge.stop().await;
     relay.stop().await;
@@ -53,6 +48,17 @@ async fn h2_transport_routes_by_inner_sni_and_keeps_origin_certificate() {
 #[tokio::test]
 async fn tls_transport_routes_by_inner_sni_and_keeps_origin_certificate() {
     assert_routes_by_inner_sni(Transport::Tls).await;
+}
+
+/// Waits for the relay's record of a tunnel to `name` and checks that it ended without an error.
+async fn assert_relay_carried(relay: &mut Running, name: &str) {
+    let what = format!("the relay's record of a tunnel to {name}");
+    let flow = relay
+        .flow(&what, |f| {
+            f.role == Role::Relay && f.name.as_deref() == Some(name)
+        })
+        .await;
+    assert_eq!(flow.reason, None, "{flow:?}");
 }
 
 async fn assert_unknown_sni_refused(transport: Transport) {
@@ -796,12 +802,7 @@ async fn tls_transport_preconnect_carries_the_next_tunnel_on_a_connection_opened
         .expect("the second tunnel rides the spare opened before it");
     assert_eq!(reply.status, 200);
     assert!(String::from_utf8_lossy(&reply.body).starts_with("origin=other"));
-    let flow = relay
-        .flow("the relay's splice of the second tunnel", |f| {
-            f.role == Role::Relay && f.name.as_deref() == Some(OTHER)
-        })
-        .await;
-    assert_eq!(flow.reason, None, "{flow:?}");
+    assert_relay_carried(&mut relay, OTHER).await;
     // No spare is left (the one opened behind the second tunnel was refused): the next tunnel
     // needs a new connection, and fails.
     let third = https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/").await;
@@ -894,12 +895,7 @@ async fn tls_transport_writes_the_hello_again_when_a_spare_dies_as_it_is_used() 
     assert_eq!(reply.status, 200);
     assert!(String::from_utf8_lossy(&reply.body).starts_with("origin=other"));
     assert!(link.accepted() >= 3, "{}", link.accepted());
-    let flow = relay
-        .flow("the tunnel at the relay", |f| {
-            f.role == Role::Relay && f.name.as_deref() == Some(OTHER)
-        })
-        .await;
-    assert_eq!(flow.reason, None, "{flow:?}");
+    assert_relay_carried(&mut relay, OTHER).await;
     edge.stop().await;
     relay.stop().await;
 }
