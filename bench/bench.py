@@ -526,7 +526,7 @@ class Bench:
         self.results = []  # dicts: scenario, tool, rep, + load report + cpu_s
         self.scenarios = None  # None: all; else a set of ids ("T3", "I2", "M1")
         self.perf_dir = None  # set: record a CPU profile of tlsgate in each of its timed runs
-        self.count_syscalls = False  # set: count system calls and context switches in every timed run
+        self.stat_events = {}  # perf event -> the figure it counts (`--syscalls`, `--allocs`)
         self.limits = {}
 
     def wanted(self, scenario):
@@ -572,7 +572,11 @@ class Bench:
         if not self.perf_dir or not tool.startswith("tlsgate"):
             return None
         out = f"{self.perf_dir}/{scenario}-{tool}-{rep}.data".replace(" ", "_")
-        cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384",
+        # BENCH_PERF_EVENT: sample another event instead, each occurrence (with `--allocs`:
+        # probe_libc:malloc, to see who allocates).
+        event = os.environ.get("BENCH_PERF_EVENT")
+        sampling = ["-e", event, "-c", "1"] if event else ["-e", "cpu-clock", "-F", "499"]
+        cmd = ["perf", "record", "-q", *sampling, "--call-graph", "dwarf,16384",
                "-p", ",".join(str(p) for p in pids), "-o", out]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # let perf attach before the load starts
@@ -582,14 +586,20 @@ class Bench:
     # measured processes is switched out (blocking or preempted), every wake-up it issues.
     STAT_EVENTS = {"raw_syscalls:sys_enter": "syscalls", "sched:sched_switch": "switches",
                    "sched:sched_wakeup": "wakeups"}
+    # `--allocs`: calls into the C allocator (uprobes on libc's entry points, set up by
+    # `add_alloc_probes`), summed as one figure. Deterministic where CPU time is noisy: what a
+    # change to the data path's allocations does shows here first.
+    ALLOC_EVENTS = {"probe_libc:malloc": "allocs", "probe_libc:calloc": "allocs",
+                    "probe_libc:realloc": "allocs"}
+    FIGURES = ("syscalls", "switches", "wakeups", "allocs")
 
     def start_stat(self, pids):
-        """`perf stat` counting STAT_EVENTS over every process of the tool (all their threads)."""
-        if not self.count_syscalls:
+        """`perf stat` counting `stat_events` over every process of the tool (all their threads)."""
+        if not self.stat_events:
             return None
         every = sorted({p for root in pids for p in pid_tree(root)})
         out = f"{self.d}/perf-stat.csv"
-        cmd = ["perf", "stat", "-x", ",", "-o", out, "-e", ",".join(self.STAT_EVENTS),
+        cmd = ["perf", "stat", "-x", ",", "-o", out, "-e", ",".join(self.stat_events),
                "-p", ",".join(str(p) for p in every)]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)  # let perf attach before the load starts
@@ -602,8 +612,9 @@ class Bench:
         with open(out) as f:
             for line in f:
                 fields = line.strip().split(",")
-                if len(fields) > 2 and fields[2] in self.STAT_EVENTS and fields[0].isdigit():
-                    counts[self.STAT_EVENTS[fields[2]]] = int(fields[0])
+                if len(fields) > 2 and fields[2] in self.stat_events and fields[0].isdigit():
+                    what = self.stat_events[fields[2]]
+                    counts[what] = counts.get(what, 0) + int(fields[0])
         return counts or None
 
     def hold(self, scenario, tool, procs, args):
@@ -818,7 +829,7 @@ def summarize(results):
         s["cpu_per_req_us"] = med([r["cpu_s"] / r["requests_ok"] * 1e6 for r in ok if r["requests_ok"]])
         s["cpu_per_gb"] = med([r["cpu_s"] / (r["bytes"] / 1e9) for r in ok if r["bytes"]])
         s["cpu_s"] = med([r["cpu_s"] for r in ok])
-        for what in Bench.STAT_EVENTS.values():
+        for what in Bench.FIGURES:
             s[f"{what}_per_req"] = med([r["kernel"][what] / r["requests_ok"] for r in ok
                                         if (r.get("kernel") or {}).get(what) is not None and r["requests_ok"]])
         key = "bytes_per_s" if scen == "T1" else "req_per_s"
@@ -887,23 +898,53 @@ def i2_rows(summary, tools):
     return "\n".join(lines)
 
 
-def kernel_rows(summary, scenarios, tools):
-    """`--syscalls`: system calls · context switches · wake-ups per request (T1: per MB)."""
+FIGURE_TEXT = {
+    "syscalls": "system calls",
+    "switches": "context switches (a thread of the tool switched out: blocked or preempted)",
+    "wakeups": "wake-ups it issued",
+    "allocs": "calls into the C allocator (malloc, calloc, realloc)",
+}
+
+
+def kernel_rows(summary, scenarios, tools, figures):
+    """`--syscalls` / `--allocs`: the counted figures per request (T1: per MB), joined by " · "."""
     lines = ["| per request (T1: per MB) | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
     for scen in scenarios:
         cells = []
         for t in tools:
             s = summary.get((scen, t))
-            if not s or s.get("syscalls_per_req") is None:
+            if not s or all(s.get(f"{w}_per_req") is None for w in figures):
                 cells.append("–")
                 continue
             per = 1.0
             if scen == "T1" and s.get("bytes_per_s"):
                 per = s["req_per_s"] / s["bytes_per_s"] * 1e6  # requests per MB
             cells.append(" · ".join(f"{fmt(s[f'{w}_per_req'] and s[f'{w}_per_req'] * per, '.2f')}"
-                                    for w in Bench.STAT_EVENTS.values()))
+                                    for w in figures))
         lines.append(f"| {scen} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def add_alloc_probes():
+    """Uprobes on the C library's allocator entry points (`--allocs`); removed by `del_alloc_probes`.
+    They count every process's calls into that library's allocator while they exist."""
+    libc = None
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1]
+            if os.path.basename(path).startswith("libc.so"):
+                libc = path
+                break
+    if not libc:
+        sys.exit("--allocs: no libc.so mapped in this Python; cannot place the probes")
+    del_alloc_probes()
+    for fn in ("malloc", "calloc", "realloc"):
+        subprocess.run(["perf", "probe", "-q", "-x", libc, "--add", fn], check=True)
+
+
+def del_alloc_probes():
+    subprocess.run(["perf", "probe", "-q", "--del", "probe_libc:*"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def targets(summary):
@@ -1012,6 +1053,7 @@ def limits_text(b, summary):
 def report(summary, started, b):
     tun_tools = ["direct", "tlsgate h2", "tlsgate tls", "stunnel", "haproxy", "nginx"]
     icept_tools = ["direct", "tlsgate", "squid", "mitmproxy"]
+    figures = [w for w in Bench.FIGURES if w in b.stat_events.values()]
     out = [
         f"# tlsgate benchmark ({'QUICK' if QUICK else 'full'} mode)",
         "",
@@ -1038,13 +1080,13 @@ def report(summary, started, b):
         "",
         table(summary, ["M1 intercept"], icept_tools[1:]),
         "",
-        *(["## Kernel crossings (`--syscalls`)", "",
-           "Cells: system calls · context switches (a thread of the tool switched out: blocked or "
-           "preempted) · wake-ups it issued, per request (T2, I3: per connection; T1: per MB), counted by "
-           "`perf stat` over all the tool's processes (direct: the origin's). Counting adds some overhead: "
-           "compare these runs with each other, not with runs without `--syscalls`.", "",
-           kernel_rows(summary, ["T1", "T2", "T3", "T4"], tun_tools), "",
-           kernel_rows(summary, ["I1 h1", "I1 h2", "I3"], icept_tools), ""] if b.count_syscalls else []),
+        *(["## Kernel crossings and allocations (`--syscalls`, `--allocs`)", "",
+           "Cells: " + " · ".join(FIGURE_TEXT[w] for w in figures) + ", per request (T2, I3: per "
+           "connection; T1: per MB), counted by `perf stat` over all the tool's processes (direct: the "
+           "origin's). Counting adds overhead (an allocator probe a great deal): compare these runs with "
+           "each other, not with runs that do not count.", "",
+           kernel_rows(summary, ["T1", "T2", "T3", "T4"], tun_tools, figures), "",
+           kernel_rows(summary, ["I1 h1", "I1 h2", "I3"], icept_tools, figures), ""] if figures else []),
         "## Limits of this machine (one core)",
         "",
         limits_text(b, summary),
@@ -1079,6 +1121,8 @@ def main():
     ap.add_argument("--perf", default="", help="directory for perf profiles of tlsgate's timed runs")
     ap.add_argument("--syscalls", action="store_true",
                     help="count system calls, context switches and wake-ups per unit of work (perf stat)")
+    ap.add_argument("--allocs", action="store_true",
+                    help="count calls into the C allocator per unit of work (perf stat on uprobes)")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     started = time.time()
@@ -1093,7 +1137,11 @@ def main():
     if args.perf:
         os.makedirs(args.perf, exist_ok=True)
         b.perf_dir = args.perf
-    b.count_syscalls = args.syscalls
+    if args.syscalls:
+        b.stat_events.update(Bench.STAT_EVENTS)
+    if args.allocs:
+        add_alloc_probes()
+        b.stat_events.update(Bench.ALLOC_EVENTS)
     running = {}
 
     def start(key):
@@ -1131,6 +1179,8 @@ def main():
             for p in procs:
                 p.stop()
         remove_big_file(d)  # a GiB of memory: removed even with --keep
+        if args.allocs:
+            del_alloc_probes()
         with open(f"{d}/results.json", "w") as f:
             json.dump(b.results, f, indent=1)
     text = report(summarize(b.results), started, b)
