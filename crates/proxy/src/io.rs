@@ -11,14 +11,15 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
+use crate::bufs;
 use crate::error::{ConnError, tls_alert};
 use crate::h2io::H2Io;
 
 /// Copy buffer per direction. 64 KiB lets a TLS record (16 KiB) or an h2 DATA frame pass in one read
-/// and keeps per-tunnel memory bounded at 128 KiB. The buffer is allocated only while bytes are in
+/// and keeps per-tunnel memory bounded at 128 KiB. The buffer is held only while bytes are in
 /// flight and given back when the side it reads from has nothing more (see [`Direction`]), so an idle
 /// tunnel holds none.
-pub const SPLICE_BUF: usize = 64 * 1024;
+pub const SPLICE_BUF: usize = bufs::SIZE;
 
 /// A stream whose first reads return `prefix` (bytes already read while detecting), then the inner
 /// stream's bytes. Writes go straight through.
@@ -328,12 +329,13 @@ where
     (moved, result)
 }
 
-/// One direction of a splice. Bytes read from a stream land in a buffer that exists only while it
-/// holds bytes: when the reader has nothing (`Pending`) and every byte read was written, the buffer
-/// is freed; the next wake-up allocates a fresh one (uninitialised, so neither zeroing nor page
-/// faults for an idle tunnel). An idle tunnel therefore keeps no copy buffer; a busy one reuses the
-/// allocator's recently freed block. Bytes bound for an HTTP/2 end leave as that buffer, frozen
-/// (`chunk`); bytes received from one arrive as h2's own buffer (`chunk`), written out as they are.
+/// One direction of a splice. Bytes read from a stream land in a buffer held only while it holds
+/// bytes: when the reader has nothing (`Pending`) and every byte read was written, the buffer goes
+/// back to the thread's kept buffers ([`bufs`]), and the next wake-up takes one from there
+/// (uninitialised, so neither zeroing nor page faults). An idle tunnel therefore keeps no copy
+/// buffer, and a busy one does not allocate per request. Bytes bound for an HTTP/2 end leave as that
+/// buffer, frozen (`chunk`), so h2 owns it and the next read needs another; bytes received from one
+/// arrive as h2's own buffer (`chunk`), written out as they are.
 #[derive(Default)]
 struct Direction {
     buf: BytesMut,
@@ -373,7 +375,7 @@ impl Direction {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
                         // Nothing in flight: give the buffer back while this side is idle.
-                        self.buf = BytesMut::new();
+                        bufs::give(&mut self.buf);
                         if self.need_flush {
                             std::task::ready!(Pin::new(&mut *writer).poll_flush(cx))?;
                             self.need_flush = false;
@@ -386,7 +388,7 @@ impl Direction {
             if self.read_done {
                 std::task::ready!(Pin::new(&mut *writer).poll_flush(cx))?;
                 std::task::ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
-                self.buf = BytesMut::new();
+                bufs::give(&mut self.buf);
                 self.done = true;
             }
         }
@@ -400,6 +402,9 @@ impl Direction {
     ) -> Poll<io::Result<usize>> {
         match reader {
             End::Stream(stream) => {
+                if self.buf.capacity() == 0 {
+                    self.buf = bufs::take();
+                }
                 // `reserve` on an empty, uniquely owned buffer reuses its allocation.
                 self.buf.reserve(SPLICE_BUF);
                 poll_read_buf(Pin::new(stream), cx, &mut self.buf)

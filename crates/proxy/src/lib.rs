@@ -6,6 +6,7 @@ pub mod tls;
 pub use gateway::{BindError, Gateway};
 pub mod admin;
 pub mod admit;
+pub mod bufs;
 pub mod context;
 pub mod detect;
 pub mod edge;

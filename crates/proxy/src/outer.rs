@@ -31,6 +31,8 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
+use crate::bufs;
+
 /// Largest plaintext in one record (RFC 8446 §5.1).
 const MAX_PLAINTEXT: usize = 16 * 1024;
 /// Largest encrypted payload a peer may send: plaintext, content type, padding and tag (§5.2).
@@ -605,10 +607,19 @@ impl<IO> Outer<IO> {
         Ok(())
     }
 
+    /// Makes room for `n` more bytes in `wbuf`, starting from a kept buffer ([`bufs`]) when it
+    /// has none.
+    fn reserve_write(&mut self, n: usize) {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = bufs::take();
+        }
+        self.wbuf.reserve(n);
+    }
+
     /// Reserves a header's room in `wbuf` and `payload` bytes after it; returns where the
     /// record's plaintext starts.
     fn start_record(&mut self, payload: usize) -> usize {
-        self.wbuf.reserve(HEADER + payload + 1 + TAG);
+        self.reserve_write(HEADER + payload + 1 + TAG);
         self.wbuf.put_bytes(0, HEADER);
         self.wbuf.len()
     }
@@ -637,7 +648,7 @@ impl<IO> Outer<IO> {
     fn seal_data(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(WRITE_BATCH);
         let records = total.div_ceil(MAX_PLAINTEXT);
-        self.wbuf.reserve(total + records * (HEADER + 1 + TAG));
+        self.reserve_write(total + records * (HEADER + 1 + TAG));
         let mut taken = 0;
         let mut record: Option<usize> = None;
         for buf in bufs {
@@ -737,6 +748,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Outer<IO> {
                 Err(e) => return Poll::Ready(Err(e)),
             }
             // Room for at least one whole record; a partial one moves to the front.
+            if this.rbuf.capacity() == 0 {
+                this.rbuf = bufs::take();
+            }
             if this.rbuf.capacity() - this.rbuf.len() < HEADER + MAX_CIPHERTEXT {
                 this.rbuf.reserve(READ_CHUNK);
             }
@@ -752,10 +766,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Outer<IO> {
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    if this.rbuf.is_empty() {
-                        // Nothing in flight: an idle connection holds no read buffer.
-                        this.rbuf = BytesMut::new();
-                    }
+                    // Nothing in flight: an idle connection holds no read buffer.
+                    bufs::give(&mut this.rbuf);
                     return Poll::Pending;
                 }
             }
@@ -809,7 +821,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Outer<IO> {
         }
         ready!(this.poll_drain(cx))?;
         // Nothing in flight: an idle connection holds no write buffer.
-        this.wbuf = BytesMut::new();
+        bufs::give(&mut this.wbuf);
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
@@ -826,7 +838,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Outer<IO> {
             this.sent_close = true;
         }
         ready!(this.poll_drain(cx))?;
-        this.wbuf = BytesMut::new();
+        bufs::give(&mut this.wbuf);
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
