@@ -31,7 +31,10 @@ thread_local! {
 
 /// An empty buffer with room for at least [`SIZE`] bytes: one this thread kept, else a new one.
 pub fn take() -> BytesMut {
-    KEPT.with(|kept| kept.borrow_mut().pop())
+    // `try_with`: a thread being torn down has no stack any more, and allocates instead.
+    KEPT.try_with(|kept| kept.borrow_mut().pop())
+        .ok()
+        .flatten()
         .unwrap_or_else(|| BytesMut::with_capacity(SIZE))
 }
 
@@ -48,7 +51,8 @@ pub fn give(buf: &mut BytesMut) {
     if !buf.try_reclaim(SIZE) || buf.capacity() > MAX_KEPT {
         return;
     }
-    KEPT.with(|kept| {
+    // A thread being torn down frees the buffer instead.
+    let _ = KEPT.try_with(|kept| {
         let mut kept = kept.borrow_mut();
         if kept.len() < KEEP {
             kept.push(buf);
