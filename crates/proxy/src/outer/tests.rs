@@ -308,6 +308,7 @@ async fn data_before_a_failing_record_is_read_first_and_the_reason_kept() {
 #[tokio::test]
 async fn an_idle_connection_holds_no_buffers() {
     let (mut client, mut server) = ours_pair(64 * 1024).await;
+    crate::bufs::clear();
     let mut got = vec![0; 100_000];
     let send = async {
         client.write_all(&pattern(100_000, 10)).await.unwrap();
@@ -322,6 +323,10 @@ async fn an_idle_connection_holds_no_buffers() {
     assert!(idle.is_err(), "nothing was sent");
     assert_eq!(server.rbuf.capacity(), 0);
     assert!(server.opened.is_none());
+    assert!(
+        crate::bufs::kept() >= 2,
+        "the write and the read buffer went back to the thread, for the next bytes"
+    );
 }
 
 #[tokio::test]
