@@ -38,6 +38,15 @@ pub fn take() -> BytesMut {
         .unwrap_or_else(|| BytesMut::with_capacity(SIZE))
 }
 
+/// Makes room for `n` more bytes in `buf`, starting from a kept buffer ([`take`]) when it has none:
+/// how the data path's buffers are filled.
+pub fn reserve(buf: &mut BytesMut, n: usize) {
+    if buf.capacity() == 0 {
+        *buf = take();
+    }
+    buf.reserve(n);
+}
+
 /// Gives back a buffer that holds no bytes, leaving `buf` without room: this thread keeps it for
 /// reuse, or frees it when the thread keeps enough already or its room is not the usual size. A
 /// buffer that still holds bytes is left as it is.

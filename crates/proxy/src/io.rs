@@ -402,11 +402,8 @@ impl Direction {
     ) -> Poll<io::Result<usize>> {
         match reader {
             End::Stream(stream) => {
-                if self.buf.capacity() == 0 {
-                    self.buf = bufs::take();
-                }
                 // `reserve` on an empty, uniquely owned buffer reuses its allocation.
-                self.buf.reserve(SPLICE_BUF);
+                bufs::reserve(&mut self.buf, SPLICE_BUF);
                 poll_read_buf(Pin::new(stream), cx, &mut self.buf)
             }
             End::H2(h2) => {

@@ -607,19 +607,10 @@ impl<IO> Outer<IO> {
         Ok(())
     }
 
-    /// Makes room for `n` more bytes in `wbuf`, starting from a kept buffer ([`bufs`]) when it
-    /// has none.
-    fn reserve_write(&mut self, n: usize) {
-        if self.wbuf.capacity() == 0 {
-            self.wbuf = bufs::take();
-        }
-        self.wbuf.reserve(n);
-    }
-
     /// Reserves a header's room in `wbuf` and `payload` bytes after it; returns where the
     /// record's plaintext starts.
     fn start_record(&mut self, payload: usize) -> usize {
-        self.reserve_write(HEADER + payload + 1 + TAG);
+        bufs::reserve(&mut self.wbuf, HEADER + payload + 1 + TAG);
         self.wbuf.put_bytes(0, HEADER);
         self.wbuf.len()
     }
@@ -648,7 +639,7 @@ impl<IO> Outer<IO> {
     fn seal_data(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(WRITE_BATCH);
         let records = total.div_ceil(MAX_PLAINTEXT);
-        self.reserve_write(total + records * (HEADER + 1 + TAG));
+        bufs::reserve(&mut self.wbuf, total + records * (HEADER + 1 + TAG));
         let mut taken = 0;
         let mut record: Option<usize> = None;
         for buf in bufs {
@@ -748,11 +739,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Outer<IO> {
                 Err(e) => return Poll::Ready(Err(e)),
             }
             // Room for at least one whole record; a partial one moves to the front.
-            if this.rbuf.capacity() == 0 {
-                this.rbuf = bufs::take();
-            }
             if this.rbuf.capacity() - this.rbuf.len() < HEADER + MAX_CIPHERTEXT {
-                this.rbuf.reserve(READ_CHUNK);
+                bufs::reserve(&mut this.rbuf, READ_CHUNK);
             }
             match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf) {
                 Poll::Ready(Ok(0)) => {
