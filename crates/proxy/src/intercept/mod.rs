@@ -67,7 +67,7 @@ impl InterceptState {
         config: InterceptListener,
         previous: Option<&InterceptState>,
     ) -> Result<Self, ConnError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::provider();
         let certs = match previous {
             Some(old) if same_minting(&old.config.certs, &config.certs) => old.certs.clone(),
             _ => Arc::new(CertStore::new(&config.certs, &provider)?),

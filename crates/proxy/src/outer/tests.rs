@@ -391,3 +391,50 @@ async fn garbage_after_the_handshake_is_an_error_never_a_panic() {
         assert!(sink.is_empty());
     }
 }
+
+#[tokio::test]
+async fn the_edge_and_the_relay_agree_on_aes_128_gcm_and_still_speak_the_other_suites() {
+    let c = configs();
+    // The edge's client towards a relay: AES-128-GCM is what the two ends settle on.
+    let (a, b) = duplex(64 * 1024);
+    let acceptor = TlsAcceptor::from(c.server.clone());
+    let server = tokio::spawn(async move {
+        let tls = acceptor.accept(b).await.unwrap();
+        tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+    });
+    let client = connect(c.client.clone(), name(), a).await.unwrap();
+    let suite = server.await.unwrap();
+    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    drop(client);
+
+    // A peer that offers only AES-256-GCM (another build, another TLS 1.3 stack) still gets in,
+    // and the records carry bytes both ways under that suite.
+    let mut only_256 = rustls::crypto::ring::default_provider();
+    only_256
+        .cipher_suites
+        .retain(|s| s.suite() == rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    let mut roots = RootCertStore::empty();
+    roots.add(c.ca.cert_der()).unwrap();
+    let peer = ClientConfig::builder_with_provider(Arc::new(only_256))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let (a, b) = duplex(64 * 1024);
+    let server = tokio::spawn(accept(c.server.clone(), b));
+    let tls = TlsConnector::from(Arc::new(peer))
+        .connect(name(), a)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.negotiated_cipher_suite().unwrap().suite(),
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+    let server = server.await.unwrap().unwrap();
+    let (got_by_server, got_by_client) = tokio::join!(
+        exchange(server, pattern(50_000, 8)),
+        exchange(tls, pattern(30_000, 7))
+    );
+    assert_eq!(got_by_server, pattern(30_000, 7));
+    assert_eq!(got_by_client, pattern(50_000, 8));
+}
