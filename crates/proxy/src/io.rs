@@ -21,6 +21,110 @@ use crate::h2io::H2Io;
 /// tunnel holds none.
 pub const SPLICE_BUF: usize = bufs::SIZE;
 
+/// Buffers a [`ReadChunks`] reader hands over per read: four full TLS records, what the outer
+/// layer's 64 KiB socket read holds.
+pub const MAX_CHUNKS: usize = 4;
+
+/// Owned buffers handed over by a reader ([`ReadChunks`]), written out in order and in one
+/// vectored write where the writer takes one. Inline, so holding them allocates nothing.
+#[derive(Default)]
+pub struct Chunks {
+    items: [Bytes; MAX_CHUNKS],
+    /// `items[first..len]` still hold bytes to write.
+    first: usize,
+    len: usize,
+}
+
+impl Chunks {
+    pub fn is_full(&self) -> bool {
+        self.len == MAX_CHUNKS
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first == self.len
+    }
+
+    /// Adds `chunk` behind the others; an empty one is dropped. The caller checks
+    /// [`Chunks::is_full`] first.
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() && self.len < MAX_CHUNKS {
+            self.items[self.len] = chunk;
+            self.len += 1;
+        }
+    }
+
+    /// Bytes still to write.
+    pub fn remaining(&self) -> usize {
+        self.items[self.first..self.len]
+            .iter()
+            .map(Bytes::len)
+            .sum()
+    }
+
+    /// Writes as much as `writer` takes in one call.
+    fn poll_write_to<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut W,
+    ) -> Poll<io::Result<usize>> {
+        let pending = &self.items[self.first..self.len];
+        let n = if writer.is_write_vectored() && pending.len() > 1 {
+            let slices: [io::IoSlice<'_>; MAX_CHUNKS] =
+                std::array::from_fn(|i| io::IoSlice::new(pending.get(i).map_or(&[], |b| &b[..])));
+            std::task::ready!(Pin::new(writer).poll_write_vectored(cx, &slices[..pending.len()]))?
+        } else {
+            std::task::ready!(Pin::new(writer).poll_write(cx, &pending[0]))?
+        };
+        self.advance(n);
+        Poll::Ready(Ok(n))
+    }
+
+    /// Drops the first `n` bytes; a buffer written whole is released at once, so the reader can
+    /// fill its allocation again.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 && self.first < self.len {
+            let item = &mut self.items[self.first];
+            if n < item.len() {
+                item.advance(n);
+                return;
+            }
+            n -= item.len();
+            *item = Bytes::new();
+            self.first += 1;
+        }
+        if self.first == self.len {
+            self.first = 0;
+            self.len = 0;
+        }
+    }
+
+    /// The first buffer, taken out (for a writer that takes ownership, an HTTP/2 stream).
+    pub fn pop(&mut self) -> Option<Bytes> {
+        if self.is_empty() {
+            return None;
+        }
+        let chunk = std::mem::take(&mut self.items[self.first]);
+        self.first += 1;
+        if self.first == self.len {
+            self.first = 0;
+            self.len = 0;
+        }
+        Some(chunk)
+    }
+}
+
+/// A stream that hands over what it received as owned buffers instead of copying it into the
+/// reader's: the outer TLS layer, whose records are opened where they were read
+/// ([`crate::outer::Outer::poll_read_chunks`]). Spliced as [`End::Chunked`].
+pub trait ReadChunks: AsyncRead + AsyncWrite + Unpin {
+    /// Moves received bytes into `out` while it has room; `Ready(Ok(0))` at the end of input.
+    fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Chunks,
+    ) -> Poll<io::Result<usize>>;
+}
+
 /// A stream whose first reads return `prefix` (bytes already read while detecting), then the inner
 /// stream's bytes. Writes go straight through.
 pub struct Prefixed<S> {
@@ -168,15 +272,27 @@ impl Activity {
     }
 }
 
-/// One side of a splice: a byte stream, or an HTTP/2 stream whose data the splice hands over as
-/// owned buffers, so neither the bytes read from the other side nor the DATA frames received are
-/// copied on the way (see [`H2Io::poll_read_bytes`], [`H2Io::poll_send_bytes`]).
-pub enum End<S> {
-    Stream(S),
-    H2(H2Io),
+impl<T: ReadChunks + ?Sized> ReadChunks for Box<T> {
+    fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Chunks,
+    ) -> Poll<io::Result<usize>> {
+        (**self).poll_read_chunks(cx, out)
+    }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for End<S> {
+/// One side of a splice: a byte stream, an HTTP/2 stream whose data the splice hands over as
+/// owned buffers, so neither the bytes read from the other side nor the DATA frames received are
+/// copied on the way (see [`H2Io::poll_read_bytes`], [`H2Io::poll_send_bytes`]), or a stream that
+/// hands over what it received likewise ([`ReadChunks`]: the outer TLS layer).
+pub enum End<'a, S> {
+    Stream(S),
+    H2(H2Io),
+    Chunked(&'a mut (dyn ReadChunks + Send)),
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for End<'_, S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -185,11 +301,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for End<S> {
         match self.get_mut() {
             End::Stream(s) => Pin::new(s).poll_read(cx, buf),
             End::H2(h2) => Pin::new(h2).poll_read(cx, buf),
+            End::Chunked(c) => Pin::new(&mut **c).poll_read(cx, buf),
         }
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for End<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for End<'_, S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -198,18 +315,39 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for End<S> {
         match self.get_mut() {
             End::Stream(s) => Pin::new(s).poll_write(cx, buf),
             End::H2(h2) => Pin::new(h2).poll_write(cx, buf),
+            End::Chunked(c) => Pin::new(&mut **c).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            End::Stream(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            End::H2(h2) => Pin::new(h2).poll_write_vectored(cx, bufs),
+            End::Chunked(c) => Pin::new(&mut **c).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            End::Stream(s) => s.is_write_vectored(),
+            End::H2(h2) => h2.is_write_vectored(),
+            End::Chunked(c) => c.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             End::Stream(s) => Pin::new(s).poll_flush(cx),
             End::H2(h2) => Pin::new(h2).poll_flush(cx),
+            End::Chunked(c) => Pin::new(&mut **c).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             End::Stream(s) => Pin::new(s).poll_shutdown(cx),
             End::H2(h2) => Pin::new(h2).poll_shutdown(cx),
+            End::Chunked(c) => Pin::new(&mut **c).poll_shutdown(cx),
         }
     }
 }
@@ -273,8 +411,8 @@ where
 
 /// [`splice`] between two [`End`]s: an HTTP/2 end is fed and drained without copies.
 pub async fn splice_ends<C, U>(
-    mut client: End<C>,
-    mut upstream: End<U>,
+    mut client: End<'_, C>,
+    mut upstream: End<'_, U>,
     to_upstream: Bytes,
     to_client: Bytes,
     idle: Duration,
@@ -335,12 +473,16 @@ where
 /// (uninitialised, so neither zeroing nor page faults). An idle tunnel therefore keeps no copy
 /// buffer, and a busy one does not allocate per request. Bytes bound for an HTTP/2 end leave as that
 /// buffer, frozen (`chunk`), so h2 owns it and the next read needs another; bytes received from one
-/// arrive as h2's own buffer (`chunk`), written out as they are.
+/// arrive as h2's own buffer (`chunk`), written out as they are. Bytes read from the outer TLS
+/// layer arrive as slices of the buffer its records were opened in (`chunks`), written out in one
+/// vectored write and dropped as soon as written, so that layer reads into the same buffer again.
 #[derive(Default)]
 struct Direction {
     buf: BytesMut,
     /// Bytes to write that are not in `buf`: a received DATA frame, or `buf` handed to h2.
     chunk: Bytes,
+    /// Bytes handed over by a [`ReadChunks`] reader.
+    chunks: Chunks,
     /// Bytes read from this direction's reader.
     read: u64,
     /// Written since the last flush.
@@ -365,7 +507,11 @@ impl Direction {
             if self.done {
                 return Poll::Ready(Ok(()));
             }
-            if self.buf.is_empty() && self.chunk.is_empty() && !self.read_done {
+            if self.buf.is_empty()
+                && self.chunk.is_empty()
+                && self.chunks.is_empty()
+                && !self.read_done
+            {
                 match self.poll_read(cx, reader) {
                     Poll::Ready(Ok(0)) => self.read_done = true,
                     Poll::Ready(Ok(n)) => {
@@ -394,7 +540,8 @@ impl Direction {
         }
     }
 
-    /// Reads into `buf` (a stream) or `chunk` (an HTTP/2 stream); 0 at the end of input.
+    /// Reads into `buf` (a stream), `chunk` (an HTTP/2 stream) or `chunks` (a [`ReadChunks`]
+    /// stream); 0 at the end of input.
     fn poll_read<R: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
@@ -410,6 +557,7 @@ impl Direction {
                 self.chunk = std::task::ready!(h2.poll_read_bytes(cx))?;
                 Poll::Ready(Ok(self.chunk.len()))
             }
+            End::Chunked(stream) => stream.poll_read_chunks(cx, &mut self.chunks),
         }
     }
 
@@ -420,17 +568,31 @@ impl Direction {
         writer: &mut End<W>,
     ) -> Poll<io::Result<()>> {
         if let End::H2(h2) = writer {
-            if self.chunk.is_empty() {
-                // Only one of `buf` and `chunk` holds bytes at a time.
-                self.chunk = self.buf.split().freeze();
+            loop {
+                if self.chunk.is_empty() {
+                    // Only one of `buf`, `chunk` and `chunks` holds bytes at a time.
+                    self.chunk = match self.chunks.pop() {
+                        Some(chunk) => chunk,
+                        None => self.buf.split().freeze(),
+                    };
+                }
+                while !self.chunk.is_empty() {
+                    std::task::ready!(h2.poll_send_bytes(cx, &mut self.chunk))?;
+                    self.need_flush = true;
+                }
+                // An emptied `Bytes` still holds its allocation.
+                self.chunk = Bytes::new();
+                if self.chunks.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
             }
-            while !self.chunk.is_empty() {
-                std::task::ready!(h2.poll_send_bytes(cx, &mut self.chunk))?;
-                self.need_flush = true;
+        }
+        while !self.chunks.is_empty() {
+            let n = std::task::ready!(self.chunks.poll_write_to(cx, writer))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            // An emptied `Bytes` still holds its allocation.
-            self.chunk = Bytes::new();
-            return Poll::Ready(Ok(()));
+            self.need_flush = true;
         }
         std::task::ready!(drain(cx, writer, &mut self.chunk, &mut self.need_flush))?;
         // An emptied `Bytes` still holds its allocation (here: h2's read buffer).
@@ -460,8 +622,8 @@ fn drain<W: AsyncWrite + Unpin>(
 /// Copies both ways until both directions have seen end of stream (each then shuts its writer
 /// down), like `tokio::io::copy_bidirectional`, with [`Direction`]'s lazily held buffers.
 async fn copy_both<A, B>(
-    a: &mut End<A>,
-    b: &mut End<B>,
+    a: &mut End<'_, A>,
+    b: &mut End<'_, B>,
     a_to_b: &mut Direction,
     b_to_a: &mut Direction,
     activity: &Activity,
@@ -481,7 +643,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
@@ -508,9 +670,9 @@ mod tests {
     /// Splices `client` and `upstream` with prefixes both ways while their peers each send more
     /// than a buffer; each peer must see exactly the other's bytes, then EOF.
     async fn assert_splices_exactly<C, U, CP, UP>(
-        client: End<C>,
+        client: End<'_, C>,
         client_peer: CP,
-        upstream: End<U>,
+        upstream: End<'_, U>,
         upstream_peer: UP,
     ) where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -566,7 +728,7 @@ mod tests {
 
     /// Two ends of one HTTP/2 stream over an in-memory connection with h2's default windows
     /// (64 KiB), so that every transfer here waits for window updates: (client's, server's).
-    async fn h2_stream_pair() -> (H2Io, H2Io) {
+    pub(crate) async fn h2_stream_pair() -> (H2Io, H2Io) {
         let (a, b) = tokio::io::duplex(16 * 1024);
         let client = async move {
             let (send_request, conn) = h2::client::handshake(a).await.unwrap();

@@ -3,7 +3,8 @@
 //! rustls runs the handshake through its unbuffered API, so every byte read past the handshake
 //! stays in this module's buffer. Then the traffic keys move here (rustls' `KernelConnection`, the
 //! interface kernel TLS uses), and records are sealed and opened in place: a received record is
-//! decrypted in the buffer it was read into and copied once, into the reader's buffer. rustls'
+//! decrypted in the buffer it was read into and copied once, into the reader's buffer, or not at all
+//! for a splice, which takes it as a slice of that buffer ([`ReadChunks`]). rustls'
 //! buffered connection copies each record's plaintext into a fresh `Vec` first and then into the
 //! reader's buffer; that first copy alone was a fifth of the edge's CPU samples in a bulk download
 //! (docs/performance-log.md, Profiles, T1).
@@ -32,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::bufs;
+use crate::io::{Chunks, ReadChunks};
 
 /// Largest plaintext in one record (RFC 8446 §5.1).
 const MAX_PLAINTEXT: usize = 16 * 1024;
@@ -688,6 +690,86 @@ impl<IO: AsyncWrite + Unpin> Outer<IO> {
     }
 }
 
+impl<IO: AsyncRead + Unpin> Outer<IO> {
+    /// Makes the next record's plaintext ready in `opened`: `Ready(Ok(true))` when it is. When no
+    /// whole record is left, a reader that `filled` something already gets `Ready(Ok(false))` (and a
+    /// record that failed is kept for its next read); one that has nothing waits for the socket.
+    /// `Ready(Ok(false))` with nothing filled is the end of input (the peer's close_notify).
+    fn poll_opened(&mut self, cx: &mut Context<'_>, filled: bool) -> Poll<io::Result<bool>> {
+        loop {
+            if self.opened.is_some() {
+                return Poll::Ready(Ok(true));
+            }
+            if self.peer_closed {
+                return Poll::Ready(Ok(false));
+            }
+            match self.open_record() {
+                Ok(true) => continue,
+                Ok(false) if filled => return Poll::Ready(Ok(false)),
+                Ok(false) => {}
+                Err(e) if filled => {
+                    self.failed = Some(e);
+                    return Poll::Ready(Ok(false));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            // Room for at least one whole record; a partial one moves to the front.
+            if self.rbuf.capacity() - self.rbuf.len() < HEADER + MAX_CIPHERTEXT {
+                bufs::reserve(&mut self.rbuf, READ_CHUNK);
+            }
+            match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    let what = if self.rbuf.is_empty() {
+                        "the peer closed the connection without close_notify"
+                    } else {
+                        "the peer closed the connection inside a TLS record"
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, what)));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Nothing in flight: an idle connection holds no read buffer.
+                    bufs::give(&mut self.rbuf);
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> ReadChunks for Outer<IO> {
+    /// Like `poll_read`, without the copy: hands over the plaintext of every whole record already
+    /// received, while `out` has room, as slices of the buffer the records were opened in.
+    /// `Ready(Ok(0))` is the end of input. The buffer is this connection's read buffer, so it is
+    /// read into again (not reallocated) once the caller has dropped the slices.
+    fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Chunks,
+    ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        if !self.early.is_empty() {
+            let early = std::mem::take(&mut self.early);
+            let n = early.len();
+            out.push(early);
+            return Poll::Ready(Ok(n));
+        }
+        let mut n = 0;
+        while !out.is_full() && ready!(self.poll_opened(cx, n > 0))? {
+            let Some(opened) = self.opened.take() else {
+                break;
+            };
+            let record = self.rbuf.split_to(opened.len).freeze();
+            n += opened.end - opened.pos;
+            out.push(record.slice(opened.pos..opened.end));
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Outer<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -710,56 +792,23 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Outer<IO> {
         // Every whole record already read goes out in this call, so a 64 KiB reader gets up to
         // four full records per call (and writes them on in one system call), not one.
         let mut filled = false;
-        loop {
-            if let Some(opened) = &mut this.opened {
-                let n = (opened.end - opened.pos).min(buf.remaining());
-                buf.put_slice(&this.rbuf[opened.pos..opened.pos + n]);
-                opened.pos += n;
-                if opened.pos == opened.end {
-                    this.rbuf.advance(opened.len);
-                    this.opened = None;
-                }
-                filled = true;
-                if buf.remaining() == 0 {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
+        while ready!(this.poll_opened(cx, filled))? {
+            let Some(opened) = &mut this.opened else {
+                break;
+            };
+            let n = (opened.end - opened.pos).min(buf.remaining());
+            buf.put_slice(&this.rbuf[opened.pos..opened.pos + n]);
+            opened.pos += n;
+            if opened.pos == opened.end {
+                this.rbuf.advance(opened.len);
+                this.opened = None;
             }
-            if this.peer_closed {
-                return Poll::Ready(Ok(()));
-            }
-            match this.open_record() {
-                Ok(true) => continue,
-                Ok(false) if filled => return Poll::Ready(Ok(())),
-                Ok(false) => {}
-                Err(e) if filled => {
-                    this.failed = Some(e);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-            // Room for at least one whole record; a partial one moves to the front.
-            if this.rbuf.capacity() - this.rbuf.len() < HEADER + MAX_CIPHERTEXT {
-                bufs::reserve(&mut this.rbuf, READ_CHUNK);
-            }
-            match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf) {
-                Poll::Ready(Ok(0)) => {
-                    let what = if this.rbuf.is_empty() {
-                        "the peer closed the connection without close_notify"
-                    } else {
-                        "the peer closed the connection inside a TLS record"
-                    };
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, what)));
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    // Nothing in flight: an idle connection holds no read buffer.
-                    bufs::give(&mut this.rbuf);
-                    return Poll::Pending;
-                }
+            filled = true;
+            if buf.remaining() == 0 {
+                break;
             }
         }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
-use crate::io::{End, Moved, refuse_tls, splice, splice_ends};
+use crate::io::{End, Moved, refuse_tls, splice_ends};
 use crate::transport::{Opened, RelayClient, Tunnel};
 
 /// Serves one client connection to completion and records its flow.
@@ -73,11 +73,13 @@ async fn tunnel(
     let idle = shared.timeouts.idle;
     let (mut moved, result) = match tunnel {
         Tunnel::H2(stream) => {
-            let relay: End<TcpStream> = End::H2(stream);
+            let relay: End<'_, TcpStream> = End::H2(stream);
             splice_ends(End::Stream(tcp), relay, unsent, Bytes::new(), idle).await
         }
         Tunnel::Tls(mut stream) => {
-            let spliced = splice(tcp, &mut *stream, unsent, Bytes::new(), idle).await;
+            // The relay's bytes come out of the records they arrived in, uncopied.
+            let relay: End<'_, TcpStream> = End::Chunked(&mut *stream);
+            let spliced = splice_ends(End::Stream(tcp), relay, unsent, Bytes::new(), idle).await;
             // A tunnel on a spare that died unseen was carried by a new connection.
             ctx.upstream = Some(stream.endpoint().to_string());
             spliced

@@ -5,6 +5,8 @@ use tlsgate_testkit::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::io::{End, splice_ends};
+
 use super::*;
 
 const NAME: &str = "relay.test";
@@ -437,4 +439,137 @@ async fn the_edge_and_the_relay_agree_on_aes_128_gcm_and_still_speak_the_other_s
     );
     assert_eq!(got_by_server, pattern(30_000, 7));
     assert_eq!(got_by_client, pattern(50_000, 8));
+}
+
+/// Reads chunks from `outer` until `want` bytes came, returning them as handed over.
+async fn read_chunks(outer: &mut Outer<DuplexStream>, want: usize) -> Vec<Bytes> {
+    let mut got = Vec::new();
+    let mut n = 0;
+    while n < want {
+        let mut chunks = crate::io::Chunks::default();
+        let read = std::future::poll_fn(|cx| outer.poll_read_chunks(cx, &mut chunks))
+            .await
+            .unwrap();
+        assert!(read > 0, "end of input after {n} of {want} bytes");
+        assert_eq!(chunks.remaining(), read);
+        n += read;
+        while let Some(chunk) = chunks.pop() {
+            got.push(chunk);
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn records_are_handed_over_where_they_were_opened_and_their_buffer_is_kept_after() {
+    let (mut client, mut server) = ours_pair(256 * 1024).await;
+    // Three records: two full ones and a short one, all in the pipe before the server reads.
+    let sent = pattern(40_000, 9);
+    client.write_all(&sent).await.unwrap();
+    client.flush().await.unwrap();
+    let chunks = read_chunks(&mut server, sent.len()).await;
+    assert_eq!(chunks.concat(), sent);
+    assert_eq!(chunks.len(), 3);
+    // Each chunk is its record's plaintext in the read buffer, right behind the record's header:
+    // the buffer now starts after the three records (header, plaintext, content type, tag).
+    let behind = server.rbuf.as_ptr() as usize;
+    let mut at = behind - (40_000 + 3 * (HEADER + 1 + TAG));
+    for chunk in &chunks {
+        assert_eq!(chunk.as_ptr() as usize, at + HEADER);
+        at += HEADER + chunk.len() + 1 + TAG;
+    }
+    assert_eq!(at, behind);
+
+    // While the chunks are held, the buffer is theirs: going idle frees the connection's hold on
+    // it without keeping it for the thread. Once they are dropped, it is kept for the next read.
+    bufs::clear();
+    let idle_read = |server: &mut Outer<DuplexStream>| {
+        let mut chunks = crate::io::Chunks::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(server.poll_read_chunks(&mut cx, &mut chunks).is_pending());
+    };
+    idle_read(&mut server);
+    assert_eq!(
+        bufs::kept(),
+        0,
+        "a buffer still shared with chunks was kept"
+    );
+    drop(chunks);
+
+    client.write_all(&sent).await.unwrap();
+    client.flush().await.unwrap();
+    let again = read_chunks(&mut server, sent.len()).await;
+    assert_eq!(again.concat(), sent);
+    drop(again);
+    bufs::clear();
+    idle_read(&mut server);
+    assert_eq!(
+        bufs::kept(),
+        1,
+        "the emptied read buffer went back to the thread"
+    );
+}
+
+/// Splices `a` and `b` while their peers each send a few hundred kilobytes; each peer must see
+/// exactly the other's bytes (and `a`'s peer a prefix first), then the end.
+async fn assert_spliced<A, B, AP, BP>(a: End<'_, A>, a_peer: AP, b: End<'_, B>, b_peer: BP)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+    AP: AsyncRead + AsyncWrite + Unpin,
+    BP: AsyncRead + AsyncWrite + Unpin,
+{
+    let up = pattern(300_000, 3);
+    let down = pattern(200_000, 4);
+    let splicing = splice_ends(
+        a,
+        b,
+        Bytes::from_static(b"prefix-up"),
+        Bytes::new(),
+        Duration::from_secs(10),
+    );
+    let run = async {
+        tokio::join!(
+            splicing,
+            exchange(a_peer, up.clone()),
+            exchange(b_peer, down.clone())
+        )
+    };
+    let ((moved, result), at_a, at_b) = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("splice finished");
+    result.unwrap();
+    let mut want_up = b"prefix-up".to_vec();
+    want_up.extend_from_slice(&up);
+    assert_eq!(at_b, want_up);
+    assert_eq!(at_a, down);
+    assert_eq!(moved.from_client, want_up.len() as u64);
+    assert_eq!(moved.to_client, down.len() as u64);
+}
+
+/// The relay's orientation (and the edge's, mirrored): records to a stream, written vectored.
+#[tokio::test]
+async fn a_splice_takes_the_records_uncopied_and_carries_exact_bytes_both_ways() {
+    // Small pipes: records arrive in pieces, writes are partial.
+    let (client, mut server) = ours_pair(1000).await;
+    let (upstream, upstream_peer) = duplex(777);
+    let records: End<'_, DuplexStream> = End::Chunked(&mut server);
+    assert_spliced(records, client, End::Stream(upstream), upstream_peer).await;
+}
+
+/// Records handed to an HTTP/2 stream, which takes each one as it is, and to another outer
+/// connection, which seals them again.
+#[tokio::test]
+async fn records_pass_uncopied_to_an_h2_stream_and_to_another_outer_connection() {
+    let (client, mut server) = ours_pair(1000).await;
+    let (h2_end, h2_peer) = crate::io::tests::h2_stream_pair().await;
+    let records: End<'_, DuplexStream> = End::Chunked(&mut server);
+    let h2_end: End<'_, DuplexStream> = End::H2(h2_end);
+    assert_spliced(records, client, h2_end, h2_peer).await;
+
+    let (client, mut server) = ours_pair(1000).await;
+    let (other_client, mut other_server) = ours_pair(3000).await;
+    let a: End<'_, DuplexStream> = End::Chunked(&mut server);
+    let b: End<'_, DuplexStream> = End::Chunked(&mut other_server);
+    assert_spliced(a, client, b, other_client).await;
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 use super::{Admission, RelayService};
 use crate::config::RelayListener;
@@ -14,7 +14,7 @@ use crate::context::{ConnCtx, Shared};
 use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
-use crate::io::{Moved, Prefixed, refuse_tls, splice};
+use crate::io::{End, Moved, Prefixed, ReadChunks, refuse_tls, splice_ends};
 use crate::route::Traffic;
 
 pub async fn serve<S>(
@@ -26,7 +26,7 @@ pub async fn serve<S>(
     shared: Arc<Shared>,
     admission: &Admission,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ReadChunks + Send + 'static,
 {
     let mut ctx = ConnCtx::new(listener, Role::Relay, Mode::Splice, client);
     let mut prefix = BytesMut::with_capacity(2048);
@@ -58,9 +58,11 @@ pub async fn serve<S>(
         Ok(stream) => stream,
         Err(e) => return refuse(io, ctx, &shared, &prefix, e).await,
     };
-    let (moved, result) = splice(
-        io,
-        upstream,
+    // The client's bytes go to the origin out of the records they arrived in, uncopied.
+    let client: End<'_, S> = End::Chunked(&mut io);
+    let (moved, result) = splice_ends(
+        client,
+        End::Stream(upstream),
         prefix.freeze(),
         Bytes::new(),
         shared.timeouts.idle,

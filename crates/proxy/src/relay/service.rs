@@ -243,7 +243,7 @@ async fn carry(
 }
 
 /// An HTTP/2 CONNECT stream is spliced as one, without copies (`io::End`).
-fn end(io: TunnelIo) -> End<TunnelIo> {
+fn end(io: TunnelIo) -> End<'static, TunnelIo> {
     match io {
         Either::Right(h2) => End::H2(h2),
         other => End::Stream(other),

@@ -334,6 +334,29 @@ impl AsyncRead for TlsTunnel {
     }
 }
 
+impl crate::io::ReadChunks for TlsTunnel {
+    fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut crate::io::Chunks,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_replay(cx))?;
+            match self.outer.poll_read_chunks(cx, out) {
+                Poll::Ready(Err(e)) if self.redial_on(&e) => continue,
+                Poll::Ready(result) => {
+                    // Data or the relay's own close_notify: the relay answered.
+                    if result.is_ok() {
+                        self.replay = Replay::Off;
+                    }
+                    return Poll::Ready(result);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 impl AsyncWrite for TlsTunnel {
     fn poll_write(
         self: Pin<&mut Self>,
