@@ -81,9 +81,11 @@ impl Shared {
         let admitted = ADMITTED.try_with(Arc::clone).ok();
         self.tracker.spawn(async move {
             let _admitted = admitted;
+            // Polled on every wake-up of the task: `stopped`, not `force.cancelled()`, whose every
+            // poll takes the token's locks, which all connections share.
             tokio::select! {
                 () = task => {}
-                () = force.cancelled() => {}
+                () = crate::stop::stopped(&force) => {}
             }
         });
     }
@@ -101,7 +103,7 @@ where
     tokio::spawn(async move {
         tokio::select! {
             () = task => {}
-            () = force.cancelled() => {}
+            () = crate::stop::stopped(&force) => {}
         }
     });
 }

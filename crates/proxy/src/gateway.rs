@@ -412,10 +412,12 @@ async fn accept_loop(
         tunnels,
         gauges,
     } = &*admission;
+    // Polled on every new connection: see `stop`.
+    let mut stop = crate::stop::stopped(&shutdown);
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
-            () = shutdown.cancelled() => return,
+            () = &mut stop => return,
         };
         let (tcp, client) = match accepted {
             Ok(accepted) => accepted,

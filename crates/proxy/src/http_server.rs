@@ -79,7 +79,7 @@ where
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
-        () = shared.shutdown.cancelled() => {
+        () = crate::stop::stopped(&shared.shutdown) => {
             // GOAWAY: no new streams; open ones finish within the gateway's grace period.
             connection.as_mut().graceful_shutdown();
             connection.await
@@ -132,7 +132,7 @@ where
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
-        () = shared.shutdown.cancelled() => {
+        () = crate::stop::stopped(&shared.shutdown) => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }

@@ -45,8 +45,9 @@ impl Chunks {
     }
 
     /// Adds `chunk` behind the others; an empty one is dropped. The caller checks
-    /// [`Chunks::is_full`] first.
+    /// [`Chunks::is_full`] first: a full `Chunks` takes nothing.
     pub fn push(&mut self, chunk: Bytes) {
+        debug_assert!(!self.is_full(), "a chunk pushed to full Chunks");
         if !chunk.is_empty() && self.len < MAX_CHUNKS {
             self.items[self.len] = chunk;
             self.len += 1;
@@ -114,15 +115,26 @@ impl Chunks {
 }
 
 /// A stream that hands over what it received as owned buffers instead of copying it into the
-/// reader's: the outer TLS layer, whose records are opened where they were read
-/// ([`crate::outer::Outer::poll_read_chunks`]). Spliced as [`End::Chunked`].
+/// reader's: the outer TLS layer ([`crate::outer::Outer`]), whose records are opened where they were
+/// read. Spliced as [`End::Chunked`].
 pub trait ReadChunks: AsyncRead + AsyncWrite + Unpin {
-    /// Moves received bytes into `out` while it has room; `Ready(Ok(0))` at the end of input.
+    /// Moves received bytes into `out` while it has room; `Ready(Ok(0))` at the end of input. An
+    /// `out` without room is an error (`InvalidInput`), never mistaken for the end.
     fn poll_read_chunks(
         &mut self,
         cx: &mut Context<'_>,
         out: &mut Chunks,
     ) -> Poll<io::Result<usize>>;
+}
+
+impl<T: ReadChunks + ?Sized> ReadChunks for Box<T> {
+    fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Chunks,
+    ) -> Poll<io::Result<usize>> {
+        (**self).poll_read_chunks(cx, out)
+    }
 }
 
 /// A stream whose first reads return `prefix` (bytes already read while detecting), then the inner
@@ -269,16 +281,6 @@ impl Activity {
     fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
-    }
-}
-
-impl<T: ReadChunks + ?Sized> ReadChunks for Box<T> {
-    fn poll_read_chunks(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut Chunks,
-    ) -> Poll<io::Result<usize>> {
-        (**self).poll_read_chunks(cx, out)
     }
 }
 

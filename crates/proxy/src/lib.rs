@@ -24,6 +24,7 @@ pub mod policy;
 pub mod relay;
 pub mod reload;
 pub mod route;
+pub mod stop;
 pub mod transport;
 pub mod upstream;
 pub mod workers;

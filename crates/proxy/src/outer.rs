@@ -748,6 +748,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ReadChunks for Outer<IO> {
         cx: &mut Context<'_>,
         out: &mut Chunks,
     ) -> Poll<io::Result<usize>> {
+        if out.is_full() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no room to hand records over",
+            )));
+        }
         if let Some(e) = self.failed.take() {
             return Poll::Ready(Err(e));
         }

@@ -93,6 +93,8 @@ where
     );
     tokio::pin!(keep_alive);
     let mut draining = false;
+    // Polled whenever the connection wakes its task (every frame read): see `stop`.
+    let mut shutdown = crate::stop::stopped(&shared.shutdown);
     loop {
         tokio::select! {
             accepted = connection.accept() => match accepted {
@@ -103,7 +105,7 @@ where
                 }
                 Some(Err(e)) => return abuse_or_end(e),
             },
-            () = shared.shutdown.cancelled(), if !draining => {
+            () = &mut shutdown, if !draining => {
                 // GOAWAY: no new streams; open ones finish within the gateway's grace period.
                 connection.graceful_shutdown();
                 draining = true;

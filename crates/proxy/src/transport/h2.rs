@@ -489,12 +489,13 @@ impl Slot {
             tracing::debug!(relay = %self.relay.name, endpoint = %self.addr, "h2 connection to relay up");
             let pings = conn.ping_pong();
             self.publish(Some(sender));
+            // Polled whenever the connection wakes its task (every frame read): see `stop`.
             let ended = tokio::select! {
                 r = &mut conn => Some(r.map_err(ConnError::RelayH2)),
                 e = keep_alive(pings, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT) => {
                     Some(Err(ConnError::RelayUnavailable(e.to_string())))
                 }
-                () = self.stop.cancelled() => None,
+                () = crate::stop::stopped(&self.stop) => None,
             };
             self.publish(None);
             match ended {
