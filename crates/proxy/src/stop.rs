@@ -10,8 +10,9 @@
 //! worker thread, took the same two locks: a lock on the data path, shared across cores.
 //!
 //! [`Stop`] registers with the token once, under a waker of its own that raises a flag when the
-//! token fires. Later polls read that flag (one atomic) and keep the task's waker current
-//! ([`AtomicWaker`], no lock); only a poll after the flag was raised asks the token again.
+//! token fires. Later polls read that flag (one atomic load) and, when the task's waker changed,
+//! hand the new one to the flag ([`AtomicWaker`], no lock); only a poll after the flag was raised
+//! asks the token again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +28,7 @@ pub fn stopped(token: &CancellationToken) -> Stop {
     Stop {
         wait: Box::pin(token.clone().cancelled_owned()),
         flag: Arc::default(),
+        task: None,
         armed: false,
     }
 }
@@ -35,6 +37,9 @@ pub fn stopped(token: &CancellationToken) -> Stop {
 pub struct Stop {
     wait: Pin<Box<WaitForCancellationFutureOwned>>,
     flag: Arc<Flag>,
+    /// The waker `flag` holds, so that an unchanged one (a task's own, poll after poll) is not
+    /// registered again.
+    task: Option<Waker>,
     /// The token holds `flag`'s waker: until it fires, polls need not ask the token.
     armed: bool,
 }
@@ -63,11 +68,16 @@ impl Future for Stop {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         // The task's waker first, then the flag: a token firing in between still wakes this task.
-        this.flag.task.register(cx.waker());
-        if this.armed && !this.flag.fired.swap(false, Ordering::AcqRel) {
+        if !this.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            this.flag.task.register(cx.waker());
+            this.task = Some(cx.waker().clone());
+        }
+        if this.armed && !this.flag.fired.load(Ordering::Acquire) {
             return Poll::Pending;
         }
-        // The first poll, or the token fired: ask it (this takes its locks).
+        // The first poll, or the token fired: ask it (this takes its locks). The flag is lowered
+        // first, so a token firing during the poll raises it again.
+        this.flag.fired.store(false, Ordering::Release);
         let waker = Waker::from(this.flag.clone());
         let poll = this.wait.as_mut().poll(&mut Context::from_waker(&waker));
         this.armed = poll.is_pending();
