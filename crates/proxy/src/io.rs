@@ -671,7 +671,7 @@ pub(crate) mod tests {
 
     /// Splices `client` and `upstream` with prefixes both ways while their peers each send more
     /// than a buffer; each peer must see exactly the other's bytes, then EOF.
-    async fn assert_splices_exactly<C, U, CP, UP>(
+    pub(crate) async fn assert_splices_exactly<C, U, CP, UP>(
         client: End<'_, C>,
         client_peer: CP,
         upstream: End<'_, U>,

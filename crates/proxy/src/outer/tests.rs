@@ -5,7 +5,8 @@ use tlsgate_testkit::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::io::{End, splice_ends};
+use crate::io::End;
+use crate::io::tests::assert_splices_exactly;
 
 use super::*;
 
@@ -510,43 +511,6 @@ async fn records_are_handed_over_where_they_were_opened_and_their_buffer_is_kept
     );
 }
 
-/// Splices `a` and `b` while their peers each send a few hundred kilobytes; each peer must see
-/// exactly the other's bytes (and `a`'s peer a prefix first), then the end.
-async fn assert_spliced<A, B, AP, BP>(a: End<'_, A>, a_peer: AP, b: End<'_, B>, b_peer: BP)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-    AP: AsyncRead + AsyncWrite + Unpin,
-    BP: AsyncRead + AsyncWrite + Unpin,
-{
-    let up = pattern(300_000, 3);
-    let down = pattern(200_000, 4);
-    let splicing = splice_ends(
-        a,
-        b,
-        Bytes::from_static(b"prefix-up"),
-        Bytes::new(),
-        Duration::from_secs(10),
-    );
-    let run = async {
-        tokio::join!(
-            splicing,
-            exchange(a_peer, up.clone()),
-            exchange(b_peer, down.clone())
-        )
-    };
-    let ((moved, result), at_a, at_b) = tokio::time::timeout(Duration::from_secs(20), run)
-        .await
-        .expect("splice finished");
-    result.unwrap();
-    let mut want_up = b"prefix-up".to_vec();
-    want_up.extend_from_slice(&up);
-    assert_eq!(at_b, want_up);
-    assert_eq!(at_a, down);
-    assert_eq!(moved.from_client, want_up.len() as u64);
-    assert_eq!(moved.to_client, down.len() as u64);
-}
-
 /// The relay's orientation (and the edge's, mirrored): records to a stream, written vectored.
 #[tokio::test]
 async fn a_splice_takes_the_records_uncopied_and_carries_exact_bytes_both_ways() {
@@ -554,7 +518,7 @@ async fn a_splice_takes_the_records_uncopied_and_carries_exact_bytes_both_ways()
     let (client, mut server) = ours_pair(1000).await;
     let (upstream, upstream_peer) = duplex(777);
     let records: End<'_, DuplexStream> = End::Chunked(&mut server);
-    assert_spliced(records, client, End::Stream(upstream), upstream_peer).await;
+    assert_splices_exactly(records, client, End::Stream(upstream), upstream_peer).await;
 }
 
 /// Records handed to an HTTP/2 stream, which takes each one as it is, and to another outer
@@ -565,11 +529,11 @@ async fn records_pass_uncopied_to_an_h2_stream_and_to_another_outer_connection()
     let (h2_end, h2_peer) = crate::io::tests::h2_stream_pair().await;
     let records: End<'_, DuplexStream> = End::Chunked(&mut server);
     let h2_end: End<'_, DuplexStream> = End::H2(h2_end);
-    assert_spliced(records, client, h2_end, h2_peer).await;
+    assert_splices_exactly(records, client, h2_end, h2_peer).await;
 
     let (client, mut server) = ours_pair(1000).await;
     let (other_client, mut other_server) = ours_pair(3000).await;
     let a: End<'_, DuplexStream> = End::Chunked(&mut server);
     let b: End<'_, DuplexStream> = End::Chunked(&mut other_server);
-    assert_spliced(a, client, b, other_client).await;
+    assert_splices_exactly(a, client, b, other_client).await;
 }
