@@ -61,6 +61,9 @@ impl Mode {
             Self::Deny => "deny",
         }
     }
+
+    /// Every mode, in declaration order (`mode as usize` indexes it).
+    pub const ALL: [Self; 5] = [Self::Tunnel, Self::Splice, Self::Http, Self::Bump, Self::Deny];
 }
 
 /// What became of the traffic, in Hubble's vocabulary.

@@ -15,16 +15,21 @@ pub use histogram::{Histogram, MINT_SECONDS_BUCKETS, REQUEST_SECONDS_BUCKETS};
 
 use crate::config::Transport;
 use crate::error::ConnError;
-use crate::flow::{FlowRecord, Role};
+use crate::flow::{FlowRecord, Mode, Role, Verdict};
 
 /// `(role, mode, verdict, reason)`; reason is `""` for served flows.
 type FlowKey = (&'static str, &'static str, &'static str, &'static str);
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    flows: Mutex<BTreeMap<FlowKey, u64>>,
-    /// `(role, verdict, status class)`.
-    http: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    /// Flows without a reason label (the served ones), `[role][mode][verdict]`. Every connection
+    /// and every HTTP request moves one of these, from every worker: atomics, no lock.
+    served_flows: [[[AtomicU64; Verdict::ALL.len()]; Mode::ALL.len()]; ROLES.len()],
+    /// Flows with a reason label (refused, failed or audited). Reasons are static labels from an
+    /// open set, so these are counted in a map behind a lock.
+    flows_with_reason: Mutex<BTreeMap<FlowKey, u64>>,
+    /// HTTP exchanges, `[role][verdict][status class]`.
+    http: [[[AtomicU64; STATUS_CLASSES.len()]; Verdict::ALL.len()]; ROLES.len()],
     bytes_from_clients: AtomicU64,
     bytes_to_clients: AtomicU64,
     lost: AtomicU64,
@@ -271,41 +276,36 @@ impl Drop for RelayH2Stream {
     }
 }
 
-fn status_class(code: u16) -> &'static str {
-    match code / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        5 => "5xx",
-        _ => "other",
+/// Status classes in label order; [`status_class`] maps a response to its slot.
+const STATUS_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other", "none"];
+
+fn status_class(status: Option<u16>) -> usize {
+    match status.map(|code| code / 100) {
+        Some(class @ 1..=5) => usize::from(class) - 1,
+        Some(_) => 5,
+        None => 6,
     }
 }
 
 impl Metrics {
     /// Counts one emitted record.
     pub fn count_flow(&self, r: &FlowRecord) {
-        let key = (
-            r.role.as_str(),
-            r.mode.as_str(),
-            r.verdict.as_str(),
-            r.reason.unwrap_or(""),
-        );
-        // Counters stay meaningful after a panic elsewhere: a poisoned map is still a valid map.
-        *self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default() += 1;
-        if r.http.is_some() {
-            let class = r.status.map_or("none", status_class);
+        if let Some(reason) = r.reason {
+            let key = (r.role.as_str(), r.mode.as_str(), r.verdict.as_str(), reason);
+            // Counters stay meaningful after a panic elsewhere: a poisoned map is still a valid map.
             *self
-                .http
+                .flows_with_reason
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry((r.role.as_str(), r.verdict.as_str(), class))
+                .entry(key)
                 .or_default() += 1;
+        } else {
+            self.served_flows[role_index(r.role)][r.mode as usize][r.verdict as usize]
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if r.http.is_some() {
+            self.http[role_index(r.role)][r.verdict as usize][status_class(r.status)]
+                .fetch_add(1, Ordering::Relaxed);
         }
         // An upgraded exchange (101) is recorded when its tunnel ends: not a request latency.
         if r.http.is_some() && r.status != Some(101) {
@@ -426,12 +426,7 @@ impl Metrics {
             "counter",
             "Flow records (connections, tunnelled streams, HTTP exchanges) by outcome.",
         );
-        for ((role, mode, verdict, reason), n) in self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for ((role, mode, verdict, reason), n) in self.flow_counts() {
             let _ = writeln!(
                 out,
                 "tlsgate_flows_total{{role=\"{role}\",mode=\"{mode}\",verdict=\"{verdict}\",reason=\"{reason}\"}} {n}"
@@ -443,12 +438,7 @@ impl Metrics {
             "counter",
             "HTTP exchanges by verdict and response status class.",
         );
-        for ((role, verdict, class), n) in self
-            .http
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for ((role, verdict, class), n) in self.http_counts() {
             let _ = writeln!(
                 out,
                 "tlsgate_http_requests_total{{role=\"{role}\",verdict=\"{verdict}\",status_class=\"{class}\"}} {n}"
@@ -626,6 +616,44 @@ impl Metrics {
             );
         }
         out
+    }
+
+    /// Every flow series counted so far, in label order.
+    fn flow_counts(&self) -> BTreeMap<FlowKey, u64> {
+        let mut counts = self
+            .flows_with_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for role in ROLES {
+            for mode in Mode::ALL {
+                for verdict in Verdict::ALL {
+                    let n = self.served_flows[role_index(role)][mode as usize][verdict as usize]
+                        .load(Ordering::Relaxed);
+                    if n > 0 {
+                        counts.insert((role.as_str(), mode.as_str(), verdict.as_str(), ""), n);
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    /// Every HTTP exchange series counted so far, in label order.
+    fn http_counts(&self) -> BTreeMap<(&'static str, &'static str, &'static str), u64> {
+        let mut counts = BTreeMap::new();
+        for role in ROLES {
+            for verdict in Verdict::ALL {
+                for (i, class) in STATUS_CLASSES.into_iter().enumerate() {
+                    let n =
+                        self.http[role_index(role)][verdict as usize][i].load(Ordering::Relaxed);
+                    if n > 0 {
+                        counts.insert((role.as_str(), verdict.as_str(), class), n);
+                    }
+                }
+            }
+        }
+        counts
     }
 
     fn render_handshakes(&self, out: &mut String) {
@@ -807,6 +835,125 @@ mod tests {
             "(default {default}, 1..={})",
             crate::config::FlowSettings::MAX_RING_SIZE
         )));
+    }
+
+    #[test]
+    fn the_label_tables_are_in_declaration_order() {
+        for (i, mode) in Mode::ALL.into_iter().enumerate() {
+            assert_eq!(mode as usize, i, "{}", mode.as_str());
+        }
+        for (i, verdict) in Verdict::ALL.into_iter().enumerate() {
+            assert_eq!(verdict as usize, i, "{}", verdict.as_str());
+        }
+        let classes = [
+            (101, "1xx"),
+            (204, "2xx"),
+            (302, "3xx"),
+            (404, "4xx"),
+            (503, "5xx"),
+        ];
+        for (code, class) in classes.into_iter().chain([(600, "other"), (99, "other")]) {
+            assert_eq!(STATUS_CLASSES[status_class(Some(code))], class, "{code}");
+        }
+        assert_eq!(STATUS_CLASSES[status_class(None)], "none");
+    }
+
+    /// Each served (role, mode, verdict) and each (role, verdict, status class) is its own series,
+    /// counted exactly from two threads at once and rendered in label order.
+    #[test]
+    fn served_flows_and_requests_are_counted_per_series_from_many_threads() {
+        let m = Metrics::default();
+        let statuses = [
+            Some(101),
+            Some(200),
+            Some(301),
+            Some(404),
+            Some(502),
+            Some(999),
+            None,
+        ];
+        let mut records = Vec::new();
+        for role in ROLES {
+            for mode in Mode::ALL {
+                for verdict in Verdict::ALL {
+                    let mut r = record(role, mode, verdict);
+                    r.status = statuses[records.len() % statuses.len()];
+                    records.push(r);
+                }
+            }
+        }
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        for r in &records {
+                            m.count_flow(r);
+                        }
+                    }
+                });
+            }
+        });
+        let text = m.render(&[]);
+        let mut flows = Vec::new();
+        let mut http = BTreeMap::new();
+        for r in &records {
+            flows.push(format!(
+                "tlsgate_flows_total{{role=\"{}\",mode=\"{}\",verdict=\"{}\",reason=\"\"}} 1000",
+                r.role.as_str(),
+                r.mode.as_str(),
+                r.verdict.as_str()
+            ));
+            let class = STATUS_CLASSES[status_class(r.status)];
+            *http
+                .entry((r.role.as_str(), r.verdict.as_str(), class))
+                .or_insert(0) += 1000;
+        }
+        flows.sort();
+        let rendered: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tlsgate_flows_total{"))
+            .collect();
+        assert_eq!(rendered, flows);
+        let http: Vec<String> = http
+            .into_iter()
+            .map(|((role, verdict, class), n)| {
+                format!("tlsgate_http_requests_total{{role=\"{role}\",verdict=\"{verdict}\",status_class=\"{class}\"}} {n}")
+            })
+            .collect();
+        let rendered: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tlsgate_http_requests_total{"))
+            .collect();
+        assert_eq!(rendered, http);
+    }
+
+    fn record(role: Role, mode: Mode, verdict: Verdict) -> FlowRecord {
+        FlowRecord {
+            time: SystemTime::now(),
+            uuid: FlowId::random(),
+            request_uuid: FlowId::random(),
+            verdict,
+            rule: None,
+            listener: Arc::from("l"),
+            role,
+            mode,
+            client: ([127, 0, 0, 1], 1).into(),
+            name: None,
+            upstream: None,
+            reason: None,
+            detail: None,
+            status: None,
+            http: Some(HttpFacts {
+                method: "GET".into(),
+                url: "https://x/".into(),
+                protocol: "HTTP/1.1",
+                headers: Vec::new(),
+            }),
+            bytes_from_client: 0,
+            bytes_to_client: 0,
+            duration: Duration::ZERO,
+            tls: None,
+        }
     }
 
     #[test]
