@@ -3,6 +3,10 @@
 //! Records go to a bounded broadcast bus (slow subscribers lose records, they never slow the data path),
 //! to the metrics counters and to one log line. [`hubble`] renders them as Hubble-compatible JSON,
 //! [`ring`] keeps the most recent ones for the admin API.
+//!
+//! Every connection and every HTTP request emits one, from every worker, so emitting takes no lock:
+//! the counters are atomics, the ring is lock-free, and the bus (tokio's broadcast `send` locks the
+//! channel) is skipped while nobody subscribes to it.
 
 pub mod access_log;
 pub mod filter;
@@ -11,9 +15,11 @@ pub mod ring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::error::ConnError;
 use crate::metrics::Metrics;
@@ -63,7 +69,13 @@ impl Mode {
     }
 
     /// Every mode, in declaration order (`mode as usize` indexes it).
-    pub const ALL: [Self; 5] = [Self::Tunnel, Self::Splice, Self::Http, Self::Bump, Self::Deny];
+    pub const ALL: [Self; 5] = [
+        Self::Tunnel,
+        Self::Splice,
+        Self::Http,
+        Self::Bump,
+        Self::Deny,
+    ];
 }
 
 /// What became of the traffic, in Hubble's vocabulary.
@@ -324,6 +336,8 @@ impl Redaction {
 #[derive(Debug, Clone)]
 pub struct Flows {
     tx: broadcast::Sender<Arc<FlowRecord>>,
+    /// Live [`FlowSubscriber`]s: `emit` sends on the bus only when there is one.
+    subscribers: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     redaction: Arc<Redaction>,
     /// Filled in `emit` itself: no task to wake per record, and the ring never lags the bus.
@@ -335,6 +349,7 @@ impl Flows {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Self {
             tx,
+            subscribers: Arc::default(),
             metrics: Arc::new(Metrics::default()),
             redaction: Arc::default(),
             ring: None,
@@ -359,8 +374,8 @@ impl Flows {
     }
 
     /// Receives records from now on; a lagging receiver gets `RecvError::Lagged(n)`.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FlowRecord>> {
-        self.tx.subscribe()
+    pub fn subscribe(&self) -> FlowSubscriber {
+        FlowSubscriber::new(self.tx.subscribe(), self.subscribers.clone())
     }
 
     /// Publishes a record and writes its log line. Never blocks.
@@ -372,8 +387,49 @@ impl Flows {
         if let Some(ring) = &self.ring {
             ring.push(record.clone());
         }
-        // No subscriber is fine: send only fails when nobody listens.
-        let _ = self.tx.send(record);
+        // Pairs with the fence in `FlowSubscriber::new`: a record pushed to the ring before a
+        // subscriber reads it (admin `/flows?follow`) is either in what it reads or sent to it.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.subscribers.load(Ordering::Relaxed) > 0 {
+            // A subscriber that left since is fine: send only fails when nobody listens.
+            let _ = self.tx.send(record);
+        }
+    }
+}
+
+/// A subscription to the flow bus: every record emitted from now on, unless it lags by more than
+/// the bus holds (`RecvError::Lagged(n)`). While one is held, emitting a record sends it on the bus.
+#[derive(Debug)]
+pub struct FlowSubscriber {
+    rx: broadcast::Receiver<Arc<FlowRecord>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl FlowSubscriber {
+    fn new(rx: broadcast::Receiver<Arc<FlowRecord>>, count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        // Counted before the caller reads anything else (the ring): see `Flows::emit`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        Self { rx, count }
+    }
+
+    pub async fn recv(&mut self) -> Result<Arc<FlowRecord>, RecvError> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Result<Arc<FlowRecord>, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// Another subscription, starting at the newest record (not where this one is).
+    pub fn resubscribe(&self) -> Self {
+        Self::new(self.rx.resubscribe(), self.count.clone())
+    }
+}
+
+impl Drop for FlowSubscriber {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -433,6 +489,94 @@ mod tests {
             assert_eq!(text.len(), 36);
             assert_eq!(&text[14..15], "4", "{text}");
             assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"), "{text}");
+        }
+    }
+
+    fn record(port: u16) -> FlowRecord {
+        FlowRecord {
+            time: SystemTime::now(),
+            uuid: FlowId::random(),
+            request_uuid: FlowId::random(),
+            verdict: Verdict::Forwarded,
+            rule: None,
+            listener: Arc::from("l"),
+            role: Role::Edge,
+            mode: Mode::Tunnel,
+            client: ([127, 0, 0, 1], port).into(),
+            name: None,
+            upstream: None,
+            reason: None,
+            detail: None,
+            status: None,
+            http: None,
+            bytes_from_client: 0,
+            bytes_to_client: 0,
+            duration: Duration::ZERO,
+            tls: None,
+        }
+    }
+
+    fn ports(records: impl IntoIterator<Item = Arc<FlowRecord>>) -> Vec<u16> {
+        records.into_iter().map(|r| r.client.port()).collect()
+    }
+
+    fn drain(rx: &mut FlowSubscriber) -> Vec<u16> {
+        ports(std::iter::from_fn(|| rx.try_recv().ok()))
+    }
+
+    /// Every subscription (a resubscribed one too) gets every record emitted while it is held,
+    /// and the bus is sent on only while one is.
+    #[test]
+    fn subscriptions_get_every_record_emitted_while_they_are_held() {
+        let flows = Flows::new(16);
+        let held = || flows.subscribers.load(Ordering::Relaxed);
+        flows.emit(record(1), None);
+        let mut first = flows.subscribe();
+        flows.emit(record(2), None);
+        let mut second = first.resubscribe();
+        assert_eq!(held(), 2);
+        flows.emit(record(3), None);
+        assert_eq!(drain(&mut first), [2, 3]);
+        assert_eq!(drain(&mut second), [3]);
+        drop(first);
+        flows.emit(record(4), None);
+        assert_eq!(drain(&mut second), [4]);
+        drop(second);
+        assert_eq!(held(), 0);
+        flows.emit(record(5), None);
+        let mut third = flows.clone().subscribe();
+        assert_eq!(held(), 1, "clones of the bus share the count");
+        flows.emit(record(6), None);
+        assert_eq!(drain(&mut third), [6]);
+    }
+
+    /// `/flows?follow` subscribes, then reads the ring: a record emitted meanwhile, from another
+    /// thread, is in the ring's snapshot or on the bus, never in neither.
+    #[test]
+    fn a_record_emitted_while_a_follower_subscribes_is_in_the_ring_or_on_the_bus() {
+        const RECORDS: u16 = 2_000;
+        for _ in 0..20 {
+            let ring = Arc::new(ring::FlowRing::new(usize::from(RECORDS)));
+            let flows = Flows::new(usize::from(RECORDS)).with_ring(ring.clone());
+            let (seen, mut rx) = std::thread::scope(|s| {
+                s.spawn(|| {
+                    for port in 1..=RECORDS {
+                        flows.emit(record(port), None);
+                    }
+                });
+                while ring.snapshot(&filter::FlowFilter::default(), None).len() < 200 {
+                    std::hint::spin_loop();
+                }
+                let rx = flows.subscribe();
+                (ring.snapshot(&filter::FlowFilter::default(), None), rx)
+            });
+            let mut all = ports(seen);
+            while let Ok(record) = rx.try_recv() {
+                all.push(record.client.port());
+            }
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all, (1..=RECORDS).collect::<Vec<_>>());
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
@@ -18,7 +18,7 @@ use crate::config::{Config, Listener, ListenerKind};
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
 use crate::flow::ring::FlowRing;
-use crate::flow::{FlowRecord, Flows, Mode, Role};
+use crate::flow::{FlowSubscriber, Flows, Mode, Role};
 use crate::intercept::{self, InterceptState};
 use crate::io::Moved;
 use crate::reload::{Base, Fixed, Reloader, Running};
@@ -204,7 +204,7 @@ impl Gateway {
     }
 
     /// Flow records from now on (one per connection, stream or HTTP request outcome).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FlowRecord>> {
+    pub fn subscribe(&self) -> FlowSubscriber {
         self.flows.subscribe()
     }
 

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
-use super::{FlowRecord, hubble};
+use super::{FlowRecord, FlowSubscriber, hubble};
 use crate::config::AccessLogTarget;
 use crate::metrics::Metrics;
 
@@ -97,7 +97,7 @@ async fn open_append(path: &Path) -> io::Result<tokio::fs::File> {
 /// `rx` must be subscribed before traffic starts so no record is missed.
 pub async fn run(
     target: AccessLogTarget,
-    mut rx: broadcast::Receiver<Arc<FlowRecord>>,
+    mut rx: FlowSubscriber,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -172,11 +172,7 @@ fn take(next: Result<Arc<FlowRecord>, RecvError>, batch: &mut Batch, metrics: &M
 
 /// Appends what is already queued, at most [`MAX_BATCH_RECORDS`] results in all; `false` when
 /// the bus is closed.
-fn drain(
-    rx: &mut broadcast::Receiver<Arc<FlowRecord>>,
-    batch: &mut Batch,
-    metrics: &Metrics,
-) -> bool {
+fn drain(rx: &mut FlowSubscriber, batch: &mut Batch, metrics: &Metrics) -> bool {
     for _ in 1..MAX_BATCH_RECORDS {
         let next = match rx.try_recv() {
             Ok(record) => Ok(record),
@@ -210,7 +206,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::flow::{FlowId, Mode, Role, Verdict};
+    use crate::flow::{FlowId, Flows, Mode, Role, Verdict};
 
     fn record(port: u16) -> FlowRecord {
         FlowRecord {
@@ -248,17 +244,16 @@ mod tests {
     async fn writes_each_record_as_a_hubble_line_into_a_0640_file_and_flushes_at_stop() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("flows.log");
-        let (tx, rx) = broadcast::channel(16);
+        let flows = Flows::new(16);
         let stop = CancellationToken::new();
-        let metrics = Arc::new(Metrics::default());
         let task = tokio::spawn(run(
             AccessLogTarget::File(path.clone()),
-            rx,
-            metrics,
+            flows.subscribe(),
+            flows.metrics().clone(),
             stop.clone(),
         ));
         for port in [1000, 1001] {
-            tx.send(Arc::new(record(port))).expect("a subscriber");
+            flows.emit(record(port), None);
         }
         stop.cancel();
         task.await.expect("the task ends");
@@ -277,21 +272,21 @@ mod tests {
     async fn a_writer_that_fell_behind_writes_how_many_records_it_lost() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("flows.log");
-        let (tx, rx) = broadcast::channel(2);
+        let flows = Flows::new(2);
+        let rx = flows.subscribe();
         // Five records into a bus of two before the writer runs: it lags by three.
         for port in 1..=5 {
-            tx.send(Arc::new(record(port))).expect("a subscriber");
+            flows.emit(record(port), None);
         }
         let stop = CancellationToken::new();
-        let metrics = Arc::new(Metrics::default());
         let task = tokio::spawn(run(
             AccessLogTarget::File(path.clone()),
             rx,
-            metrics,
+            flows.metrics().clone(),
             stop.clone(),
         ));
         // Closing the bus ends the task once it has written everything.
-        drop(tx);
+        drop(flows);
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("the task ends when the bus closes")

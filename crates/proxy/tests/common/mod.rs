@@ -81,7 +81,7 @@ impl Services {
 /// A running gateway in this process.
 pub struct Running {
     pub addrs: Vec<(String, SocketAddr)>,
-    pub flows: broadcast::Receiver<Arc<FlowRecord>>,
+    pub flows: tlsgate_proxy::flow::FlowSubscriber,
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
 }

@@ -273,7 +273,7 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn start(mut rx: broadcast::Receiver<Arc<FlowRecord>>) -> Self {
+    pub fn start(mut rx: tlsgate_proxy::flow::FlowSubscriber) -> Self {
         let records = Arc::new(Mutex::new(Vec::new()));
         let sink = records.clone();
         tokio::spawn(async move {

@@ -288,7 +288,7 @@ fn route(name: &str, tls: Option<SocketAddr>, http: Option<SocketAddr>) -> anyho
 }
 
 async fn next_relay_flow(
-    flows: &mut broadcast::Receiver<Arc<FlowRecord>>,
+    flows: &mut tlsgate_proxy::flow::FlowSubscriber,
 ) -> anyhow::Result<Arc<FlowRecord>> {
     tokio::time::timeout(REQUEST_TIMEOUT, async {
         loop {
