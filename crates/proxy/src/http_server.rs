@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::context::{ConnCtx, Shared};
 use crate::error::ConnError;
-use crate::http_util::{host_of, local_response, request_authority};
+use crate::http_util::{host_of, local_response};
 use crate::io::Moved;
 use crate::transport::Body;
 use crate::transport::h2::{H2_CONN_WINDOW, H2_MAX_FRAME, H2_STREAM_WINDOW};
@@ -199,6 +199,36 @@ impl<Svc> Timed<Svc> {
     }
 }
 
+/// The authority a request names, as [`crate::http_util::request_authority`] picks it, without
+/// copying it.
+enum RequestAuthority {
+    Uri(http::uri::Authority),
+    Host(http::HeaderValue),
+    Neither,
+}
+
+impl RequestAuthority {
+    fn of<B>(req: &Request<B>) -> Self {
+        if let Some(authority) = req.uri().authority() {
+            Self::Uri(authority.clone())
+        } else if let Some(host) = req.headers().get(http::header::HOST) {
+            Self::Host(host.clone())
+        } else {
+            Self::Neither
+        }
+    }
+
+    /// The host name, as [`host_of`] gives it.
+    fn host(&self) -> Option<String> {
+        match self {
+            Self::Uri(authority) => Some(authority.as_str()),
+            Self::Host(host) => host.to_str().ok(),
+            Self::Neither => None,
+        }
+        .map(host_of)
+    }
+}
+
 impl<Svc, B> Service<Request<B>> for Timed<Svc>
 where
     Svc: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
@@ -210,7 +240,9 @@ where
 
     fn call(&self, req: Request<B>) -> Self::Future {
         let started = std::time::Instant::now();
-        let name = request_authority(&req).map(host_of);
+        // The name a timeout's record gives, kept as the request's own (reference-counted) bytes:
+        // only a request that times out pays for `host_of`'s copy.
+        let authority = RequestAuthority::of(&req);
         let (conn, shared) = (self.conn.clone(), self.shared.clone());
         let limit = shared.timeouts.http_request;
         let handling = self.inner.call(req);
@@ -219,12 +251,43 @@ where
                 return response;
             }
             let mut ctx = ConnCtx::clone(&conn);
-            (ctx.started, ctx.name) = (started, name);
+            (ctx.started, ctx.name) = (started, authority.host());
             let error = ConnError::RequestTimeout;
             let response = local_response(StatusCode::GATEWAY_TIMEOUT, &error);
             ctx.status = Some(response.status().as_u16());
             ctx.finish(&shared, Moved::default(), &Err(error));
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A timed-out request's record names what `request_authority` picks: the URI's authority,
+    /// else the Host header, as `host_of` gives it.
+    #[test]
+    fn a_timeout_names_the_request_authority_as_host_of_gives_it() {
+        let named = |req: Request<()>| RequestAuthority::of(&req).host();
+        let absolute = Request::get("https://Example.COM:8443/x")
+            .header(http::header::HOST, "other.test")
+            .body(())
+            .unwrap();
+        assert_eq!(named(absolute).as_deref(), Some("example.com"));
+        let origin_form = Request::get("/x")
+            .header(http::header::HOST, "Foo.Test.:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(named(origin_form).as_deref(), Some("foo.test"));
+        let binary_host = Request::get("/x")
+            .header(
+                http::header::HOST,
+                http::HeaderValue::from_bytes(b"\xff").unwrap(),
+            )
+            .body(())
+            .unwrap();
+        assert_eq!(named(binary_host), None);
+        assert_eq!(named(Request::get("/x").body(()).unwrap()), None);
     }
 }
