@@ -12,7 +12,8 @@
 # explained only if it overlaps the window of a fault that affects its path (relay kill: tunnel and
 # HTTP until 8 s after the restart; DNS: every path until 8 s after the outage); all others are
 # printed. Both processes run with one glibc malloc arena (GLIBC_TUNABLES=glibc.malloc.arena_max=1;
-# why: ONE_MALLOC_ARENA in crates/tlsgate/examples/soak.rs). The idle baseline is taken after the
+# why: ONE_MALLOC_ARENA in crates/tlsgate/examples/soak.rs), and G keeps a /flows ring of 256
+# records, full before the baseline (the default 10,000 were still filling after it). The idle baseline is taken after the
 # first round of every fault (the arena's high-water mark settles there); G's RSS before each later
 # fault is printed. It exits non-zero on an
 # unexplained error, a faulty request without a clear error, G's
