@@ -469,7 +469,7 @@ fn log_record(r: &FlowRecord, error: Option<&ConnError>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::context::{Audit, ConnCtx, HttpFacts};
 
@@ -492,7 +492,8 @@ mod tests {
         }
     }
 
-    fn record(port: u16) -> FlowRecord {
+    /// A served edge tunnel's record from `127.0.0.1:port`, for the flow modules' tests.
+    pub(crate) fn record(port: u16) -> FlowRecord {
         FlowRecord {
             time: SystemTime::now(),
             uuid: FlowId::random(),

@@ -203,32 +203,16 @@ fn lost_line(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
-    use std::time::SystemTime;
 
     use super::*;
-    use crate::flow::{FlowId, Flows, Mode, Role, Verdict};
+    use crate::flow::Flows;
 
     fn record(port: u16) -> FlowRecord {
         FlowRecord {
-            time: SystemTime::now(),
-            uuid: FlowId::random(),
-            request_uuid: FlowId::random(),
-            verdict: Verdict::Forwarded,
-            rule: None,
-            listener: Arc::from("l"),
-            role: Role::Edge,
-            mode: Mode::Tunnel,
-            client: ([127, 0, 0, 1], port).into(),
             name: Some("www.example.com".into()),
-            upstream: None,
-            reason: None,
-            detail: None,
-            status: None,
-            http: None,
             bytes_from_client: 1,
             bytes_to_client: 2,
-            duration: Duration::ZERO,
-            tls: None,
+            ..crate::flow::tests::record(port)
         }
     }
 

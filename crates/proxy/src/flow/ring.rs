@@ -60,33 +60,10 @@ impl FlowRing {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
-
     use super::*;
-    use crate::flow::{FlowId, Mode, Role, Verdict};
 
     fn record(port: u16) -> Arc<FlowRecord> {
-        Arc::new(FlowRecord {
-            time: SystemTime::now(),
-            uuid: FlowId::random(),
-            request_uuid: FlowId::random(),
-            verdict: Verdict::Forwarded,
-            rule: None,
-            listener: Arc::from("l"),
-            role: Role::Edge,
-            mode: Mode::Tunnel,
-            client: ([127, 0, 0, 1], port).into(),
-            name: None,
-            upstream: None,
-            reason: None,
-            detail: None,
-            status: None,
-            http: None,
-            bytes_from_client: 0,
-            bytes_to_client: 0,
-            duration: Duration::ZERO,
-            tls: None,
-        })
+        Arc::new(crate::flow::tests::record(port))
     }
 
     #[test]
