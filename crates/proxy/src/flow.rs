@@ -386,10 +386,11 @@ impl Flows {
         let record = Arc::new(record);
         if let Some(ring) = &self.ring {
             ring.push(record.clone());
+            // Pairs with the fence in `FlowSubscriber::new`: a record pushed to the ring before a
+            // subscriber reads it (admin `/flows?follow`) is either in what it reads or sent to
+            // it. Without a ring there is nothing to pair with.
+            std::sync::atomic::fence(Ordering::SeqCst);
         }
-        // Pairs with the fence in `FlowSubscriber::new`: a record pushed to the ring before a
-        // subscriber reads it (admin `/flows?follow`) is either in what it reads or sent to it.
-        std::sync::atomic::fence(Ordering::SeqCst);
         if self.subscribers.load(Ordering::Relaxed) > 0 {
             // A subscriber that left since is fine: send only fails when nobody listens.
             let _ = self.tx.send(record);
