@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use tlsgate_proxy::config::{EndpointSettings, RelayUpstream, Transport};
 use tlsgate_proxy::flow::Role;
+use tlsgate_proxy::transport::endpoints::HEDGE_AFTER;
 use tlsgate_testkit::{TestDns, https_get};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::TryRecvError;
@@ -589,4 +590,86 @@ async fn h2_fails_over_within_5s_when_the_link_to_an_endpoint_goes_silent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_fails_over_within_5s_when_the_link_to_an_endpoint_goes_silent() {
     assert_failover_when_the_link_goes_silent(Transport::Tls).await;
+}
+
+/// Once an endpoint is ejected, new tunnels go to the healthy one first, even while the ejected
+/// endpoint's connection still looks up (a silent link gives no sign until the h2 keep-alive
+/// times out): none waits [`HEDGE_AFTER`] for it. The h2 transport picks its connection without a
+/// lock while every endpoint is healthy (`transport::h2::Pool::sender_fast`); this is what it must
+/// not pick once one is not.
+async fn assert_an_ejected_endpoint_is_passed_over(transport: Transport) {
+    tlsgate_testkit::init_tracing();
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let (mut a, b_addr) = relay_a_and_address_of_b(&services, &pki).await;
+    let mut b = start_relay(&services, &pki, false, SocketAddr::new(ip("127.0.0.3"), 0)).await;
+    let link = Link::start(b_addr, b.addr("relay")).await;
+    let a_addr = a.addr("relay");
+    let dns = TestDns::start(&[a_addr.ip(), link.addr.ip()]).await;
+    // Ejected for longer than the test lasts.
+    let settings = EndpointSettings {
+        retry_backoff_min: Duration::from_secs(30),
+        retry_backoff_max: Duration::from_secs(30),
+        ..TEST_ENDPOINTS
+    };
+    let edge = edge_via_dns(upstream(&pki, a_addr.port(), transport, settings), &dns).await;
+    let get = || https_get(edge.addr("tls"), PRIVATE, services.client_config(), "/");
+    for _ in 0..4 {
+        get().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(served(&mut b) > 0, "B in use before the cut");
+
+    link.cut();
+    // Tunnels go round: within two, one is asked of B, waits HEDGE_AFTER and is served by A,
+    // which ejects B.
+    let mut hedged = None;
+    for _ in 0..2 {
+        let started = Instant::now();
+        get().await.unwrap();
+        if started.elapsed() >= HEDGE_AFTER {
+            hedged = Some(started.elapsed());
+            break;
+        }
+    }
+    assert!(
+        hedged.is_some(),
+        "one of two tunnels after the cut was asked of B first"
+    );
+
+    served(&mut a);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..8 {
+        let started = Instant::now();
+        get().await.unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!("{transport:?}: hedged {hedged:?}, then 8 tunnels, the slowest {slowest:?}");
+    assert!(
+        slowest < HEDGE_AFTER / 2,
+        "a tunnel after B's ejection waited for B: {slowest:?}"
+    );
+    // A relay records a tunnel when both its sides have closed: wait for the last ones.
+    let mut by_a = 0;
+    for _ in 0..40 {
+        by_a += served(&mut a);
+        if by_a >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(by_a, 8, "A served every one");
+    edge.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_passes_over_an_ejected_endpoint_whose_connection_looks_up() {
+    assert_an_ejected_endpoint_is_passed_over(Transport::H2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_passes_over_an_ejected_endpoint_whose_connection_looks_up() {
+    assert_an_ejected_endpoint_is_passed_over(Transport::Tls).await;
 }

@@ -8,7 +8,7 @@
 //! than failing outright, like Envoy's panic threshold: a relay that is back is found at once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,11 @@ pub struct Endpoints {
     next: AtomicUsize,
     /// Bumped whenever the set of addresses changes.
     version: watch::Sender<u64>,
+    /// The same count, read without a lock by [`Endpoints::generation`].
+    generation: AtomicU64,
+    /// How many endpoints of the set have failed since they last succeeded: while 0, every
+    /// endpoint is usable and [`Endpoints::succeeded`] has nothing to reset.
+    failing: AtomicUsize,
     /// Serialises the first resolution so a burst of tunnels asks once.
     first: tokio::sync::Mutex<()>,
     refresher: Once,
@@ -123,6 +128,8 @@ impl Endpoints {
             set: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             version: watch::Sender::new(0),
+            generation: AtomicU64::new(0),
+            failing: AtomicUsize::new(0),
             first: tokio::sync::Mutex::new(()),
             refresher: Once::new(),
             shutdown,
@@ -188,11 +195,13 @@ impl Endpoints {
                     })
                     .collect();
                 *set = merged;
+                self.count_failing(&set);
                 true
             }
         };
         if changed {
             tracing::info!(relay = %self.relay.name, endpoints = ?addrs, "relay endpoints resolved");
+            self.generation.fetch_add(1, Ordering::Release);
             self.version.send_modify(|v| *v += 1);
         }
         Ok(())
@@ -201,6 +210,32 @@ impl Endpoints {
     /// The current addresses, in resolution order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.lock().iter().map(|e| e.addr).collect()
+    }
+
+    /// Counts the changes of the address set, like [`Endpoints::subscribe`]'s value, without a
+    /// lock: a set read after a generation was read is that generation's or a later one's.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether no endpoint has failed since it last succeeded: then every endpoint is usable, and
+    /// [`Endpoints::candidates`] is [`Endpoints::addrs`] from the next in turn. Read without a lock.
+    pub fn all_healthy(&self) -> bool {
+        self.failing.load(Ordering::Acquire) == 0
+    }
+
+    /// The index (below `len`, which is not 0) where the next tunnel attempt starts among the
+    /// usable endpoints: one after the last attempt's, shared by every caller so tunnels go round.
+    pub fn next_in_turn(&self, len: usize) -> usize {
+        if len == 1 {
+            return 0;
+        }
+        self.next.fetch_add(1, Ordering::Relaxed) % len
+    }
+
+    fn count_failing(&self, set: &[Endpoint]) {
+        let failing = set.iter().filter(|e| e.failures > 0).count();
+        self.failing.store(failing, Ordering::Release);
     }
 
     /// Notified when the address set changes.
@@ -223,7 +258,7 @@ impl Endpoints {
         ejected.sort_by_key(|e| e.retry_at);
         let mut order = Vec::with_capacity(set.len());
         if !usable.is_empty() {
-            let start = self.next.fetch_add(1, Ordering::Relaxed) % usable.len();
+            let start = self.next_in_turn(usable.len());
             order.extend(usable[start..].iter().chain(&usable[..start]));
         }
         order.extend(ejected.iter().map(|e| e.addr));
@@ -254,6 +289,10 @@ impl Endpoints {
 
     /// A connection to `addr` succeeded: it is healthy again.
     pub fn succeeded(&self, addr: SocketAddr) {
+        // The usual case, on every request and tunnel: nothing to reset, and no lock taken.
+        if self.all_healthy() {
+            return;
+        }
         let mut set = self.lock();
         let Some(endpoint) = set.iter_mut().find(|e| e.addr == addr) else {
             return;
@@ -263,6 +302,7 @@ impl Endpoints {
         }
         endpoint.failures = 0;
         endpoint.retry_at = None;
+        self.count_failing(&set);
     }
 
     /// `addr` failed: eject it for `retry_backoff_min · 2^(failures-1)`, at most `retry_backoff_max`.
@@ -276,7 +316,9 @@ impl Endpoints {
         endpoint.failures = endpoint.failures.saturating_add(1);
         let backoff = backoff(&self.settings, endpoint.failures);
         endpoint.retry_at = Some(Instant::now() + backoff);
-        if endpoint.failures == 1 {
+        let failures = endpoint.failures;
+        self.count_failing(&set);
+        if failures == 1 {
             tracing::warn!(
                 relay = %self.relay.name, endpoint = %addr, reason = reason.as_str(),
                 retry_in = ?backoff, "relay endpoint ejected: {detail}"
@@ -284,7 +326,7 @@ impl Endpoints {
         } else {
             tracing::debug!(
                 relay = %self.relay.name, endpoint = %addr, reason = reason.as_str(),
-                failures = endpoint.failures, retry_in = ?backoff, "relay endpoint still failing: {detail}"
+                failures, retry_in = ?backoff, "relay endpoint still failing: {detail}"
             );
         }
     }
@@ -336,6 +378,73 @@ mod tests {
         let got: Vec<u64> = (1..=7).map(|n| backoff(&s, n).as_secs()).collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 30, 30]);
         assert_eq!(backoff(&s, u32::MAX), Duration::from_secs(30));
+    }
+
+    /// Endpoints of a relay at the IP literal `host` (resolved without DNS).
+    fn endpoints_at(host: &str) -> Endpoints {
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let config = Arc::new(config);
+        let relay = RelayUpstream {
+            name: "relay".into(),
+            host: host.into(),
+            port: 443,
+            server_name: rustls_pki_types::ServerName::try_from("relay.test").unwrap(),
+            transport: crate::config::Transport::H2,
+            tls_h2: config.clone(),
+            tls_raw: config,
+            pool_size: 1,
+            preconnect: 0,
+            endpoints: settings(),
+        };
+        let resolver = Resolver::new(None);
+        let shutdown = CancellationToken::new();
+        Endpoints::new(Arc::new(relay), &resolver, shutdown, Arc::default())
+    }
+
+    /// What the lock-free readers rely on: the generation moves exactly when the address set
+    /// does, and `all_healthy` is false from an endpoint's failure until its success.
+    #[tokio::test]
+    async fn the_generation_and_the_health_flag_follow_the_set() {
+        let endpoints = endpoints_at("127.0.0.1");
+        assert_eq!(endpoints.generation(), 0);
+        assert!(endpoints.all_healthy());
+        endpoints.resolve().await.unwrap();
+        assert_eq!(endpoints.generation(), 1);
+        endpoints.resolve().await.unwrap();
+        assert_eq!(
+            endpoints.generation(),
+            1,
+            "an unchanged set keeps its generation"
+        );
+
+        let addr: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        assert_eq!(endpoints.addrs(), [addr]);
+        let error = ConnError::RelayUnavailable("test".into());
+        endpoints.failed(addr, EjectReason::ConnectRefused, &error);
+        assert!(!endpoints.all_healthy());
+        assert!(!endpoints.is_usable(addr));
+        endpoints.failed(addr, EjectReason::ConnectRefused, &error);
+        assert!(!endpoints.all_healthy());
+        endpoints.succeeded(addr);
+        assert!(endpoints.all_healthy());
+        assert!(endpoints.is_usable(addr));
+        // A success elsewhere leaves a failing endpoint failing.
+        endpoints.failed(addr, EjectReason::ConnectRefused, &error);
+        endpoints.succeeded("127.0.0.1:80".parse().unwrap());
+        assert!(!endpoints.all_healthy());
+        assert_eq!(endpoints.generation(), 1);
+    }
+
+    #[test]
+    fn one_endpoint_is_always_next_in_turn_and_more_go_round() {
+        let endpoints = endpoints_at("127.0.0.1");
+        assert_eq!(endpoints.next_in_turn(1), 0);
+        let turns: Vec<usize> = (0..6).map(|_| endpoints.next_in_turn(3)).collect();
+        assert_eq!(turns, [0, 1, 2, 0, 1, 2]);
     }
 
     #[test]

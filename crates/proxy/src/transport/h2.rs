@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{Method, Request, Response, StatusCode};
@@ -78,9 +79,49 @@ pub struct Pool {
     timeouts: Timeouts,
     shutdown: CancellationToken,
     slots: Mutex<Vec<Arc<Slot>>>,
+    /// The slots as of one generation of the endpoint set, for [`Pool::sender_fast`]: what a
+    /// request or tunnel reads to pick a connection, without the locks of `slots` and of the
+    /// endpoints. Replaced by [`Pool::sync_slots`].
+    view: ArcSwapOption<View>,
     next: AtomicUsize,
     /// Bumped whenever a slot's connection comes up or goes down.
     changes: Arc<watch::Sender<u64>>,
+}
+
+/// The slots, and the endpoint addresses they were made for, as [`Pool::sync_slots`] last left them.
+struct View {
+    /// [`Endpoints::generation`] read before `addrs`.
+    generation: u64,
+    addrs: Vec<SocketAddr>,
+    slots: Vec<Arc<Slot>>,
+    /// The workers that have all their slots (`pool_size` for each address): for them,
+    /// `sync_slots` would change nothing while the generation is the same.
+    complete: Vec<Option<usize>>,
+}
+
+impl View {
+    fn new(generation: u64, addrs: Vec<SocketAddr>, slots: &[Arc<Slot>], pool_size: usize) -> Self {
+        let mut workers: Vec<Option<usize>> = slots.iter().map(|s| s.worker).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        let complete = workers
+            .into_iter()
+            .filter(|&worker| {
+                addrs.iter().all(|&addr| {
+                    let own = slots
+                        .iter()
+                        .filter(|s| s.addr == addr && s.worker == worker);
+                    own.count() >= pool_size
+                })
+            })
+            .collect();
+        Self {
+            generation,
+            addrs,
+            slots: slots.to_vec(),
+            complete,
+        }
+    }
 }
 
 struct Slot {
@@ -113,6 +154,7 @@ impl Pool {
             timeouts,
             shutdown,
             slots: Mutex::new(Vec::new()),
+            view: ArcSwapOption::empty(),
             next: AtomicUsize::new(0),
             changes: Arc::new(watch::Sender::new(0)),
         }
@@ -141,7 +183,7 @@ impl Pool {
         let mut tried = Vec::new();
         let mut pending: Vec<SocketAddr> = Vec::new();
         let mut running = FuturesUnordered::new();
-        let (addr, sender) = self.ready_sender(&tried).await?;
+        let (addr, sender) = self.sender(&tried).await?;
         tried.push(addr);
         pending.push(addr);
         running.push(self.ask(addr, sender, authority, early.clone()));
@@ -166,7 +208,7 @@ impl Pool {
                                 continue;
                             }
                             self.last_chance(&tried, error)?;
-                            let (next, sender) = self.ready_sender(&tried).await?;
+                            let (next, sender) = self.sender(&tried).await?;
                             tried.push(next);
                             pending.push(next);
                             running.push(self.ask(next, sender, authority, early.clone()));
@@ -251,7 +293,7 @@ impl Pool {
         let (parts, body) = request.into_parts();
         let end = body.is_end_stream();
         loop {
-            let (addr, sender) = self.ready_sender(&tried).await?;
+            let (addr, sender) = self.sender(&tried).await?;
             let head = head_of(&parts);
             let sent = match sender.ready().await {
                 Ok(mut sender) => sender.send_request(head, end),
@@ -303,7 +345,45 @@ impl Pool {
     }
 
     /// A connected sender of the first endpoint in turn (see [`Endpoints::candidates`]) that has a
-    /// connection up, skipping `tried`; waits up to `relay_wait` for one to come up.
+    /// connection up, skipping `tried`; waits up to `relay_wait` for one to come up. Taken from
+    /// the view while it is current (no lock, no allocation: this runs for every forwarded
+    /// request), else by [`Pool::ready_sender`], boxed, which keeps the callers' futures small.
+    async fn sender(
+        &self,
+        tried: &[SocketAddr],
+    ) -> Result<(SocketAddr, SendRequest<Bytes>), ConnError> {
+        if tried.is_empty()
+            && let Some(found) = self.sender_fast()
+        {
+            return Ok(found);
+        }
+        Box::pin(self.ready_sender(tried)).await
+    }
+
+    /// What the first round of [`Pool::ready_sender`] would find, when it can be told without
+    /// the locks: every endpoint healthy (so the candidates are the addresses from the next in
+    /// turn) and the calling worker's slots all made for the current generation of the endpoint
+    /// set (so `sync_slots` would change nothing). `None` sends the caller the long way.
+    fn sender_fast(&self) -> Option<(SocketAddr, SendRequest<Bytes>)> {
+        if !self.endpoints.all_healthy() {
+            return None;
+        }
+        let view = self.view.load();
+        let view = view.as_deref()?;
+        let worker = crate::workers::current();
+        if view.generation != self.endpoints.generation()
+            || view.addrs.is_empty()
+            || !view.complete.contains(&worker)
+        {
+            return None;
+        }
+        let len = view.addrs.len();
+        let start = self.endpoints.next_in_turn(len);
+        (0..len)
+            .map(|i| view.addrs[(start + i) % len])
+            .find_map(|addr| self.pick(&view.slots, addr, worker).map(|s| (addr, s)))
+    }
+
     async fn ready_sender(
         &self,
         tried: &[SocketAddr],
@@ -356,14 +436,31 @@ impl Pool {
     /// connections run on its thread), another worker's while none of its own is up.
     fn sender_for(&self, addr: SocketAddr) -> Option<SendRequest<Bytes>> {
         let worker = crate::workers::current();
-        let slots = self.lock();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        self.pick(&self.lock(), addr, worker)
+    }
+
+    /// A live sender of one of `addr`'s `slots`, in turn: `worker`'s own first, then another's.
+    fn pick(
+        &self,
+        slots: &[Arc<Slot>],
+        addr: SocketAddr,
+        worker: Option<usize>,
+    ) -> Option<SendRequest<Bytes>> {
         let pick = |own: bool| {
-            let of: Vec<&Arc<Slot>> = slots
-                .iter()
-                .filter(|s| s.addr == addr && (s.worker == worker) == own)
-                .collect();
-            (0..of.len()).find_map(|i| of[(start + i) % of.len()].current())
+            let of = || {
+                slots
+                    .iter()
+                    .filter(move |s| s.addr == addr && (s.worker == worker) == own)
+            };
+            let len = of().count();
+            // One slot (`pool_size` 1, the default) needs no turn: no counter shared by the
+            // workers is touched.
+            let start = match len {
+                0 => return None,
+                1 => 0,
+                _ => self.next.fetch_add(1, Ordering::Relaxed),
+            };
+            (0..len).find_map(|i| of().nth((start + i) % len).and_then(|s| s.current()))
         };
         pick(true).or_else(|| pick(false))
     }
@@ -374,6 +471,7 @@ impl Pool {
     /// threads.
     fn sync_slots(&self) {
         let worker = crate::workers::current();
+        let generation = self.endpoints.generation();
         let addrs = self.endpoints.addrs();
         let mut slots = self.lock();
         slots.retain(|slot| {
@@ -384,7 +482,7 @@ impl Pool {
             }
             keep
         });
-        for addr in addrs {
+        for &addr in &addrs {
             let have = slots
                 .iter()
                 .filter(|s| s.addr == addr && s.worker == worker)
@@ -406,6 +504,9 @@ impl Pool {
                 slots.push(slot);
             }
         }
+        let pool_size = self.relay.pool_size.max(1);
+        let view = View::new(generation, addrs, &slots, pool_size);
+        self.view.store(Some(Arc::new(view)));
     }
 
     fn last_error(&self) -> String {
