@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::Service;
@@ -245,9 +246,11 @@ where
         let authority = RequestAuthority::of(&req);
         let (conn, shared) = (self.conn.clone(), self.shared.clone());
         let limit = shared.timeouts.http_request;
-        let handling = self.inner.call(req);
-        Box::pin(async move {
-            if let Ok(response) = tokio::time::timeout(limit, handling).await {
+        // A combinator, not an `async` block: a block would keep the inner future twice, once as
+        // what it captured and once as what it awaits, and this is allocated for every request.
+        let handling = tokio::time::timeout(limit, self.inner.call(req));
+        Box::pin(handling.map(move |answered| {
+            if let Ok(response) = answered {
                 return response;
             }
             let mut ctx = ConnCtx::clone(&conn);
@@ -257,7 +260,7 @@ where
             ctx.status = Some(response.status().as_u16());
             ctx.finish(&shared, Moved::default(), &Err(error));
             Ok(response)
-        })
+        }))
     }
 }
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
@@ -40,9 +41,9 @@ pub async fn serve(
         let shared = shared.clone();
         service_fn(move |req| {
             let ctx = ConnCtx::new(listener.clone(), Role::Edge, Mode::Http, client);
-            let relay = relay.clone();
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(req, ctx, &relay, &shared).await) }
+            // A combinator, not an `async` block around `handle`, which would keep the request
+            // and its context twice in every request's future.
+            handle(req, ctx, relay.clone(), shared.clone()).map(Ok::<_, Infallible>)
         })
     };
     crate::http_server::serve_http1(tcp, service, &shared, conn).await;
@@ -51,9 +52,10 @@ pub async fn serve(
 async fn handle(
     req: Request<Incoming>,
     mut ctx: ConnCtx,
-    relay: &Arc<RelayClient>,
-    shared: &Arc<Shared>,
+    relay: Arc<RelayClient>,
+    shared: Arc<Shared>,
 ) -> Response<Body> {
+    let (relay, shared) = (&relay, &shared);
     ctx.upstream = Some(relay.upstream.name.clone());
     ctx.http = Some(HttpFacts::of(&req, "http", "-"));
     let authority = request_authority(&req).map(str::to_owned);
@@ -66,7 +68,9 @@ async fn handle(
     };
     ctx.name = Some(host_of(&authority));
     let result = if is_upgrade(req.headers()) {
-        upgrade(req, &authority, &mut ctx, relay, shared).await
+        // Boxed: its future (a splice's) is several times the size of a forwarded request's, and
+        // every request's future would otherwise be that large, allocated and moved at that size.
+        Box::pin(upgrade(req, &authority, &mut ctx, relay, shared)).await
     } else {
         forward(req, &authority, &mut ctx, relay).await
     };

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
@@ -351,7 +352,7 @@ impl Bumped {
         checkout
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let mut ctx = self.ctx();
         ctx.http = Some(HttpFacts::of(&req, "https", &self.name));
         if let Some(problem) = &self.origin_problem {
@@ -603,8 +604,9 @@ impl hyper::service::Service<Request<Incoming>> for BumpService {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.handle(req).await) })
+        // A combinator, not an `async` block around `handle`, which would keep the request twice
+        // in every request's future.
+        Box::pin(self.inner.clone().handle(req).map(Ok))
     }
 }
 

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -172,7 +173,7 @@ impl RelayService {
             return self.refuse(ctx, StatusCode::FORBIDDEN, ConnError::PolicyNoRoute);
         };
         ctx.upstream = Some(format!("{host}:{port}"));
-        match self.send_upstream(req, &authority, &host, port).await {
+        match crate::forward::pooled(&self.shared, req, &authority, &host, port).await {
             Ok(response) => {
                 ctx.status = Some(response.status().as_u16());
                 ctx.finish(&self.shared, Moved::default(), &Ok(()));
@@ -180,16 +181,6 @@ impl RelayService {
             }
             Err(e) => self.refuse(ctx, status_for(&e), e),
         }
-    }
-
-    async fn send_upstream(
-        &self,
-        req: Request<Body>,
-        authority: &str,
-        host: &str,
-        port: u16,
-    ) -> Result<Response<Body>, ConnError> {
-        crate::forward::pooled(&self.shared, req, authority, host, port).await
     }
 }
 
@@ -264,18 +255,25 @@ impl hyper::service::Service<Request<Body>> for RelayService {
         let this = self.clone();
         let h2 = req.version() == http::Version::HTTP_2;
         let mut stream = h2.then(|| this.shared.flows.metrics().relay_h2_stream());
-        Box::pin(async move {
-            let response = if req.method() == Method::CONNECT {
-                this.tunnel(req, &mut stream).await
-            } else {
-                this.forward(req).await
-            };
-            // Dropped before this line (the edge reset the stream): counted as reset.
+        // Dropped before it is answered (the edge reset the stream): counted as reset.
+        let answered = |stream: &mut Option<RelayH2Stream>| {
             if let Some(stream) = stream.as_mut() {
                 stream.answered();
             }
+        };
+        if req.method() == Method::CONNECT {
+            return Box::pin(async move {
+                let response = this.tunnel(req, &mut stream).await;
+                answered(&mut stream);
+                Ok(response)
+            });
+        }
+        // A combinator, not an `async` block, which would keep the service and the request twice
+        // in every forwarded request's future.
+        Box::pin(this.forward(req).map(move |response| {
+            answered(&mut stream);
             Ok(response)
-        })
+        }))
     }
 }
 
