@@ -313,3 +313,49 @@ fn rand_suffix() -> u64 {
         .unwrap()
         .as_nanos() as u64
 }
+
+/// The edge's record of a plain-HTTP request names the relay endpoint that carried it, and the
+/// relay (by its configured name) for a request that never reached one.
+#[tokio::test]
+async fn an_edge_request_record_names_the_endpoint_or_else_the_relay() {
+    use tlsgate_proxy::flow::{Mode, Role};
+    let services = Services::start().await;
+    let pki = RelayPki::new();
+    let (relay, mut edge) = start_relay_and_h2_edge(&services, &pki).await;
+    let mut tcp = TcpStream::connect(edge.addr("http")).await.unwrap();
+    let head = format!("GET /bytes/10 HTTP/1.1\r\nHost: {PRIVATE}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let edge_http =
+        |r: &tlsgate_proxy::flow::FlowRecord| r.role == Role::Edge && r.mode == Mode::Http;
+    let carried = edge.flow("the forwarded request", |r| edge_http(r)).await;
+    assert_eq!(carried.status, Some(200));
+    assert_eq!(
+        carried.upstream.as_deref(),
+        Some(relay.addr("relay").to_string().as_str())
+    );
+
+    // HTTP/1.0 without Host: refused at the edge (400), before any relay is asked.
+    let mut tcp = TcpStream::connect(edge.addr("http")).await.unwrap();
+    tcp.write_all(b"GET /bytes/10 HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.0 400") || answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let refused = edge.flow("the refused request", |r| edge_http(r)).await;
+    assert_eq!(refused.status, Some(400));
+    assert_eq!(refused.upstream.as_deref(), Some("provider-b"));
+    edge.stop().await;
+    relay.stop().await;
+}

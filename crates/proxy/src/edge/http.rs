@@ -56,14 +56,20 @@ async fn handle(
     shared: Arc<Shared>,
 ) -> Response<Body> {
     let (relay, shared) = (&relay, &shared);
-    ctx.upstream = Some(relay.upstream.name.clone());
+    // A request the relay carried names the endpoint that did; any other names the relay. Set
+    // when the record is written, so a carried request does not copy the relay's name for nothing.
+    let finish = |mut ctx: ConnCtx, status: StatusCode, outcome: &Result<(), ConnError>| {
+        ctx.upstream
+            .get_or_insert_with(|| relay.upstream.name.clone());
+        ctx.status = Some(status.as_u16());
+        ctx.finish(shared, Moved::default(), outcome);
+    };
     ctx.http = Some(HttpFacts::of(&req, "http", "-"));
     let authority = request_authority(&req).map(str::to_owned);
     let Some(authority) = authority else {
         let error = ConnError::ClientNoHost;
         let response = local_response(StatusCode::BAD_REQUEST, &error);
-        ctx.status = Some(response.status().as_u16());
-        ctx.finish(shared, Moved::default(), &Err(error));
+        finish(ctx, response.status(), &Err(error));
         return response;
     };
     ctx.name = Some(host_of(&authority));
@@ -76,16 +82,14 @@ async fn handle(
     };
     match result {
         Ok(response) => {
-            ctx.status = Some(response.status().as_u16());
             if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                ctx.finish(shared, Moved::default(), &Ok(()));
+                finish(ctx, response.status(), &Ok(()));
             }
             response
         }
         Err(e) => {
             let response = local_response(status_for(&e), &e);
-            ctx.status = Some(response.status().as_u16());
-            ctx.finish(shared, Moved::default(), &Err(e));
+            finish(ctx, response.status(), &Err(e));
             response
         }
     }
