@@ -21,18 +21,40 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and `Upgrade`.
+///
+/// Runs on every forwarded request and response, so the usual case allocates nothing: the names
+/// are removed as text (`HeaderMap` looks `&str` names up without making a `HeaderName`), from a
+/// `Connection` value that is the request's own reference-counted bytes.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    match (connection.next().cloned(), connection.next().is_some()) {
+        (None, _) => {}
+        (Some(only), false) => remove_named(headers, &only),
+        (Some(_), true) => {
+            let all: Vec<HeaderValue> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect();
+            for value in &all {
+                remove_named(headers, value);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
+}
+
+/// Removes the headers a `Connection` value names (a comma-separated list; case does not matter).
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(names) = connection.to_str() else {
+        return;
+    };
+    for name in names.split(',').map(str::trim) {
+        headers.remove(name);
+    }
 }
 
 /// Whether a request asks for a protocol upgrade (e.g. WebSocket).
@@ -129,5 +151,34 @@ mod tests {
         assert!(h.get("x-secret").is_none());
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert!(h.get("x-keep").is_some());
+    }
+
+    /// Names in any case, across several `Connection` lines, with empty and invalid list items.
+    #[test]
+    fn strips_what_every_connection_line_names() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("X-One, , bad name"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-two,KEEP-ALIVE"),
+        );
+        for name in ["x-one", "x-two", "keep-alive", "x-three"] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-three"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("example.test"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host"]);
     }
 }
