@@ -498,16 +498,22 @@ async fn forward(
     std::future::pending::<()>().await
 }
 
+/// Relay A, and relay B reached through a [`Link`] that can be cut, both behind the test DNS name.
+async fn a_and_linked_b(services: &Services, pki: &RelayPki) -> (Running, Running, Link, TestDns) {
+    let (a, b_addr) = relay_a_and_address_of_b(services, pki).await;
+    // B itself listens on 127.0.0.3; the edge reaches it through the link on 127.0.0.2.
+    let b = start_relay(services, pki, false, SocketAddr::new(ip("127.0.0.3"), 0)).await;
+    let link = Link::start(b_addr, b.addr("relay")).await;
+    let dns = TestDns::start(&[a.addr("relay").ip(), link.addr.ip()]).await;
+    (a, b, link, dns)
+}
+
 async fn assert_failover_when_the_link_goes_silent(transport: Transport) {
     tlsgate_testkit::init_tracing();
     let services = Services::start().await;
     let pki = RelayPki::new();
-    let (mut a, b_addr) = relay_a_and_address_of_b(&services, &pki).await;
-    // B itself listens on 127.0.0.3; the edge reaches it through the link on 127.0.0.2.
-    let mut b = start_relay(&services, &pki, false, SocketAddr::new(ip("127.0.0.3"), 0)).await;
-    let link = Link::start(b_addr, b.addr("relay")).await;
+    let (mut a, mut b, link, dns) = a_and_linked_b(&services, &pki).await;
     let a_addr = a.addr("relay");
-    let dns = TestDns::start(&[a_addr.ip(), link.addr.ip()]).await;
     let edge = edge_via_dns(
         upstream(&pki, a_addr.port(), transport, TEST_ENDPOINTS),
         &dns,
@@ -601,11 +607,8 @@ async fn assert_an_ejected_endpoint_is_passed_over(transport: Transport) {
     tlsgate_testkit::init_tracing();
     let services = Services::start().await;
     let pki = RelayPki::new();
-    let (mut a, b_addr) = relay_a_and_address_of_b(&services, &pki).await;
-    let mut b = start_relay(&services, &pki, false, SocketAddr::new(ip("127.0.0.3"), 0)).await;
-    let link = Link::start(b_addr, b.addr("relay")).await;
+    let (mut a, mut b, link, dns) = a_and_linked_b(&services, &pki).await;
     let a_addr = a.addr("relay");
-    let dns = TestDns::start(&[a_addr.ip(), link.addr.ip()]).await;
     // Ejected for longer than the test lasts.
     let settings = EndpointSettings {
         retry_backoff_min: Duration::from_secs(30),
