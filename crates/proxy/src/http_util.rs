@@ -57,6 +57,24 @@ fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     }
 }
 
+/// `host:port`, as a flow record names an upstream: what `format!("{host}:{port}")` gives, in a
+/// string allocated once at its final size (`format!` starts it empty and grows it as it writes).
+pub fn host_port(host: &str, port: u16) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(host.len() + ":65535".len());
+    let _ = write!(text, "{host}:{port}");
+    text
+}
+
+/// `addr` as text (`ip:port`, `[ipv6]:port`), as a flow record names a relay endpoint, in a string
+/// allocated once.
+pub fn addr_text(addr: std::net::SocketAddr) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".len());
+    let _ = write!(text, "{addr}");
+    text
+}
+
 /// Whether a request asks for a protocol upgrade (e.g. WebSocket).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -151,6 +169,24 @@ mod tests {
         assert!(h.get("x-secret").is_none());
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert!(h.get("x-keep").is_some());
+    }
+
+    #[test]
+    fn host_port_and_addr_text_read_as_format_does() {
+        for (host, port) in [
+            ("a.example", 443),
+            ("2001:db8::1", 8080),
+            ("", 1),
+            ("x", 65535),
+        ] {
+            let text = host_port(host, port);
+            assert_eq!(text, format!("{host}:{port}"));
+            assert!(text.capacity() >= text.len());
+        }
+        for addr in ["127.0.0.1:40000", "[2001:db8::1]:443", "[fe80::1%2]:65535"] {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            assert_eq!(addr_text(addr), addr.to_string());
+        }
     }
 
     /// Names in any case, across several `Connection` lines, with empty and invalid list items.

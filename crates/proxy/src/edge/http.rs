@@ -22,7 +22,7 @@ use crate::context::{ConnCtx, HttpFacts, Shared};
 use crate::error::ConnError;
 use crate::flow::{Mode, Role};
 use crate::http_util::{
-    host_of, is_upgrade, local_response, origin_form, request_authority, status_for,
+    addr_text, host_of, is_upgrade, local_response, origin_form, request_authority, status_for,
     strip_hop_by_hop,
 };
 use crate::io::{Moved, splice};
@@ -115,7 +115,7 @@ async fn forward(
     parts.headers.remove(header::HOST);
     let request = Request::from_parts(parts, crate::transport::boxed(body));
     let (endpoint, response) = relay.send(request).await?;
-    ctx.upstream = Some(endpoint.to_string());
+    ctx.upstream = Some(addr_text(endpoint));
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
@@ -141,7 +141,7 @@ async fn upgrade(
     let opened = relay.open_h2_via(&format!("{host}:80"), head).await;
     let open = (shared.flows.metrics()).count_tunnel(Transport::H2, opened.as_ref().map(|_| ()));
     let (endpoint, mut tunnel) = opened?;
-    ctx.upstream = Some(endpoint.to_string());
+    ctx.upstream = Some(addr_text(endpoint));
     let mut buf = BytesMut::with_capacity(4096);
     let (response, head_len) = tokio::time::timeout(
         shared.timeouts.http_header_read,

@@ -36,7 +36,7 @@ use crate::error::ConnError;
 use crate::error::{ALERT_INTERNAL_ERROR, tls_alert};
 use crate::flow::{Mode, TlsFacts, UpstreamCert};
 use crate::http_util::{
-    host_of, is_upgrade, origin_form, request_authority, status_for, strip_hop_by_hop,
+    host_of, host_port, is_upgrade, origin_form, request_authority, status_for, strip_hop_by_hop,
 };
 use crate::io::{Counted, Moved, Prefixed, splice};
 use crate::tls::{ALPN_H2, ALPN_HTTP1};
@@ -249,7 +249,7 @@ impl Bumped {
         let mut ctx = new_ctx(self.listener.clone(), self.client);
         ctx.mode = Mode::Bump;
         ctx.name = Some(self.name.clone());
-        ctx.upstream = Some(format!("{}:{}", self.host, self.port));
+        ctx.upstream = Some(host_port(&self.host, self.port));
         ctx.tls = self.tls.clone();
         ctx
     }

@@ -28,7 +28,7 @@ use crate::detect;
 use crate::error::ConnError;
 use crate::flow::{Mode, Role, TlsFacts};
 use crate::h2io::H2Io;
-use crate::http_util::{host_of, local_response, request_authority, status_for};
+use crate::http_util::{host_of, host_port, local_response, request_authority, status_for};
 use crate::io::{End, Moved, refuse_tls, splice_ends};
 use crate::metrics::RelayH2Stream;
 use crate::route::{Traffic, traffic_for_connect_port};
@@ -132,7 +132,7 @@ impl RelayService {
         let Some((host, port)) = self.routes.target(&name, traffic) else {
             return self.refuse(ctx, StatusCode::FORBIDDEN, ConnError::PolicyNoRoute);
         };
-        ctx.upstream = Some(format!("{host}:{port}"));
+        ctx.upstream = Some(host_port(&host, port));
         let permit = match self.admission.admit_tunnel() {
             Ok(permit) => permit,
             Err(e) => return self.refuse(ctx, StatusCode::TOO_MANY_REQUESTS, e),
@@ -172,7 +172,7 @@ impl RelayService {
         let Some((host, port)) = self.routes.target(&name, Traffic::Http) else {
             return self.refuse(ctx, StatusCode::FORBIDDEN, ConnError::PolicyNoRoute);
         };
-        ctx.upstream = Some(format!("{host}:{port}"));
+        ctx.upstream = Some(host_port(&host, port));
         match crate::forward::pooled(&self.shared, req, &authority, &host, port).await {
             Ok(response) => {
                 ctx.status = Some(response.status().as_u16());
