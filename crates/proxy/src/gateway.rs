@@ -258,7 +258,7 @@ impl Gateway {
             let admission = Arc::new(Admission::of(task));
             let Some(workers) = &self.workers else {
                 accept_loops.push(tokio::spawn(accept_loop(
-                    socket,
+                    Acceptor::Runtime(socket),
                     rx,
                     admission,
                     shutdown.clone(),
@@ -266,7 +266,7 @@ impl Gateway {
                 continue;
             };
             // Every worker accepts from the listening socket itself (in its own reactor), so a
-            // connection is served where it was accepted: the first idle worker takes it.
+            // connection is served where it was accepted: by the lowest-numbered worker with room.
             let listening = match socket.into_std() {
                 Ok(listening) => listening,
                 Err(e) => {
@@ -274,14 +274,14 @@ impl Gateway {
                     continue;
                 }
             };
-            for handle in workers.handles() {
+            for (index, handle) in workers.handles().enumerate() {
                 let (rx, admission, shutdown) = (rx.clone(), admission.clone(), shutdown.clone());
-                let socket = listening.try_clone().and_then(|std| {
-                    let _entered = handle.enter();
-                    TcpListener::from_std(std)
-                });
+                let socket = listening
+                    .try_clone()
+                    .and_then(|std| workers.listening(index, std));
                 match socket {
                     Ok(socket) => {
+                        let socket = Acceptor::Worker(socket);
                         accept_loops
                             .push(handle.spawn(accept_loop(socket, rx, admission, shutdown)));
                     }
@@ -399,8 +399,25 @@ impl Admission {
     }
 }
 
+/// Where an accept loop takes connections from.
+enum Acceptor {
+    /// The runtime's own listener (no workers): it serves what it accepts.
+    Runtime(TcpListener),
+    /// One worker's registration of the listening socket.
+    Worker(crate::workers::Listening),
+}
+
+impl Acceptor {
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        match self {
+            Self::Runtime(socket) => socket.accept().await,
+            Self::Worker(socket) => socket.accept().await,
+        }
+    }
+}
+
 async fn accept_loop(
-    socket: TcpListener,
+    socket: Acceptor,
     current: watch::Receiver<Arc<ListenerTask>>,
     admission: Arc<Admission>,
     shutdown: CancellationToken,

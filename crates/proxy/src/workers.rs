@@ -14,14 +14,28 @@
 //! and connection, against the two wake-ups and two reactor registrations of accepting on one
 //! thread and handing the socket to another (measured: docs/performance-log.md, Changes).
 //!
+//! A new connection goes to the lowest-numbered worker that has room ([`Listening`]): the others
+//! leave it while a worker below them is idle, or was busy less than [`FULL`] of the last
+//! [`WINDOW`]. So a light load, and a burst of keep-alive connections, stays on one thread and
+//! its requests are never handed to a second one, which on a machine whose cores are also taken
+//! by clients and origins costs more than it adds (docs/performance.md, "Filling workers in
+//! order"); a load that fills a worker spills onto the next. Without this, the first worker to
+//! wake took each connection, and a burst was spread over all of them.
+//!
 //! Without workers (`Gateway::with_workers` not called, as in the library's tests), connections
 //! are served on the runtime that accepts them, as before.
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -43,6 +57,106 @@ pub fn most() -> usize {
     MOST.load(Ordering::Relaxed)
 }
 
+/// How long a worker's busy share is measured over, and how long a worker may run without going
+/// idle before the others count it as full.
+pub const WINDOW: Duration = Duration::from_millis(10);
+
+/// The busy share of [`WINDOW`], in 1/1024ths, from which a worker has no room for new
+/// connections (about 80 %).
+pub const FULL: u64 = 820;
+
+/// Nanoseconds since the first call in this process: the clock [`Load`] keeps its times in.
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// How busy one worker has been lately. Written only by the worker's own thread, in its runtime's
+/// park and unpark hooks (two clock reads per sleep); read by the other workers when a new
+/// connection wakes them. A reader may see one field a moment older than another: the answer is a
+/// placement hint, never a correctness matter. Aligned to a cache line, so that one worker's
+/// writes do not take the line from another's.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct Load {
+    /// Whether the worker is asleep, waiting for work.
+    parked: AtomicBool,
+    /// When it last went to sleep or woke up.
+    since: AtomicU64,
+    /// Start of the window being measured, and the busy time in it so far.
+    window: AtomicU64,
+    busy: AtomicU64,
+    /// Busy share of the last whole window, in 1/1024ths.
+    last: AtomicU64,
+}
+
+impl Load {
+    /// A worker not started yet: as good as asleep.
+    fn new() -> Self {
+        let load = Self::default();
+        load.parked.store(true, Ordering::Relaxed);
+        load
+    }
+
+    /// The worker is about to sleep: the time since it woke was busy.
+    fn park(&self) {
+        self.park_at(now_ns());
+    }
+
+    fn park_at(&self, now: u64) {
+        let since = self.since.swap(now, Ordering::Relaxed);
+        self.busy
+            .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+        self.parked.store(true, Ordering::Relaxed);
+        self.close_window(now);
+    }
+
+    /// The worker woke up: the time since it went to sleep was idle.
+    fn unpark(&self) {
+        self.unpark_at(now_ns());
+    }
+
+    fn unpark_at(&self, now: u64) {
+        self.since.store(now, Ordering::Relaxed);
+        self.parked.store(false, Ordering::Relaxed);
+        self.close_window(now);
+    }
+
+    /// Ends the window being measured once it is [`WINDOW`] long, keeping its busy share.
+    fn close_window(&self, now: u64) {
+        let start = self.window.load(Ordering::Relaxed);
+        let length = now.saturating_sub(start);
+        if length < WINDOW.as_nanos() as u64 {
+            return;
+        }
+        let busy = self.busy.swap(0, Ordering::Relaxed);
+        self.last
+            .store(busy.saturating_mul(1024) / length, Ordering::Relaxed);
+        self.window.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether the worker can take a new connection: it is asleep, or it has not been running for
+    /// a whole window without a break and was busy less than [`FULL`] of the last one.
+    pub fn has_room(&self) -> bool {
+        self.has_room_at(now_ns())
+    }
+
+    fn has_room_at(&self, now: u64) -> bool {
+        if self.parked.load(Ordering::Relaxed) {
+            return true;
+        }
+        let running = now.saturating_sub(self.since.load(Ordering::Relaxed));
+        running < WINDOW.as_nanos() as u64 && self.last.load(Ordering::Relaxed) < FULL
+    }
+}
+
+/// Whether worker `index` should leave a new connection to a lower-numbered worker: one of them
+/// has room, and (being awake, or woken by the same connection) will accept it.
+fn leave_to_lower(loads: &[Arc<Load>], index: usize) -> bool {
+    loads.iter().take(index).any(|load| load.has_room())
+}
+
 /// The name of a worker thread (what `top -H` and `/proc/PID/task/*/comm` show).
 pub const THREAD_NAME: &str = "tlsgate-worker";
 
@@ -50,6 +164,8 @@ pub const THREAD_NAME: &str = "tlsgate-worker";
 #[derive(Debug)]
 pub struct Workers {
     workers: Vec<Worker>,
+    /// Each worker's, by index.
+    loads: Arc<[Arc<Load>]>,
 }
 
 #[derive(Debug)]
@@ -64,11 +180,15 @@ impl Workers {
     pub fn start(count: usize) -> io::Result<Self> {
         let mut workers = Vec::with_capacity(count.max(1));
         MOST.fetch_max(count.max(1), Ordering::Relaxed);
-        for index in 0..count.max(1) {
+        let loads: Arc<[Arc<Load>]> = (0..count.max(1)).map(|_| Arc::new(Load::new())).collect();
+        for (index, load) in loads.iter().enumerate() {
+            let (parking, waking, starting) = (load.clone(), load.clone(), load.clone());
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 // Its spawn_blocking threads (certificate minting, config reads).
                 .thread_name("tlsgate-blocking")
+                .on_thread_park(move || parking.park())
+                .on_thread_unpark(move || waking.unpark())
                 .build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
@@ -76,6 +196,8 @@ impl Workers {
                 .name(THREAD_NAME.to_owned())
                 .spawn(move || {
                     INDEX.with(|i| i.set(Some(index)));
+                    // Running from here: it may have tasks before it first sleeps.
+                    starting.unpark();
                     // Runs the worker's tasks until told to stop (or the sender is dropped).
                     runtime.block_on(async {
                         let _ = stopped.await;
@@ -87,7 +209,7 @@ impl Workers {
                 thread: Some(thread),
             });
         }
-        Ok(Self { workers })
+        Ok(Self { workers, loads })
     }
 
     /// How many worker threads serve connections.
@@ -103,6 +225,65 @@ impl Workers {
     /// Each worker's runtime, to start a listener's accept loop on every worker.
     pub fn handles(&self) -> impl Iterator<Item = &Handle> {
         self.workers.iter().map(|w| &w.handle)
+    }
+
+    /// Registers `socket` (non-blocking) in worker `index`'s reactor, for it to accept from.
+    pub fn listening(&self, index: usize, socket: std::net::TcpListener) -> io::Result<Listening> {
+        let handle = &self
+            .workers
+            .get(index)
+            .ok_or(io::ErrorKind::NotFound)?
+            .handle;
+        let _entered = handle.enter();
+        // Deprecated because a `T` that does not own its descriptor could let it be closed while
+        // registered; the `unsafe` replacement is out (the workspace forbids it). Sound here: the
+        // listener owns its descriptor, and the `AsyncFd` owns the listener until it deregisters.
+        #[allow(deprecated)]
+        let socket = AsyncFd::with_interest(socket, Interest::READABLE)?;
+        Ok(Listening {
+            socket,
+            index,
+            loads: self.loads.clone(),
+        })
+    }
+}
+
+/// A worker's own registration of a listening socket. Its [`accept`](Self::accept) takes a new
+/// connection only when no lower-numbered worker has room for it.
+#[derive(Debug)]
+pub struct Listening {
+    socket: AsyncFd<std::net::TcpListener>,
+    index: usize,
+    loads: Arc<[Arc<Load>]>,
+}
+
+impl Listening {
+    /// The next connection this worker takes. A connection it leaves wakes the lower worker that
+    /// has room as well, since every worker's reactor watches the socket. In case that worker is
+    /// stuck, it looks again one [`WINDOW`] later, and takes the connection if it is still there
+    /// and no lower worker has room any more.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            let mut ready = self.socket.readable().await?;
+            if leave_to_lower(&self.loads, self.index) {
+                tokio::time::sleep(WINDOW).await;
+                if leave_to_lower(&self.loads, self.index) {
+                    ready.clear_ready();
+                    continue;
+                }
+            }
+            let Ok(accepted) = ready.try_io(|socket| {
+                socket2::SockRef::from(socket.get_ref())
+                    .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            }) else {
+                continue;
+            };
+            let (socket, addr) = accepted?;
+            let client = addr.as_socket().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "not an IP peer address")
+            })?;
+            return Ok((TcpStream::from_std(socket.into())?, client));
+        }
     }
 }
 
@@ -146,5 +327,101 @@ mod tests {
         );
         assert_eq!(current(), None, "the test's own thread is no worker");
         drop(workers);
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_worker_has_room_while_idle_or_busy_less_than_the_full_share() {
+        let load = Load::default();
+        // Busy 9 ms of every 10: full.
+        for start in (0..5).map(|i| i * 10 * MS) {
+            load.unpark_at(start);
+            load.park_at(start + 9 * MS);
+        }
+        load.unpark_at(50 * MS);
+        assert!(!load.has_room_at(50 * MS + 1));
+        // Asleep: room, whatever the last window was.
+        load.park_at(51 * MS);
+        assert!(load.has_room_at(52 * MS));
+        // Busy 5 ms of the last 11: room, until it runs a whole window without sleeping.
+        load.unpark_at(56 * MS);
+        load.park_at(61 * MS);
+        load.unpark_at(62 * MS);
+        assert!(load.has_room_at(63 * MS));
+        assert!(load.has_room_at(71 * MS));
+        assert!(!load.has_room_at(72 * MS + 1));
+        // A long sleep ends the window with next to nothing busy.
+        load.park_at(80 * MS);
+        load.unpark_at(10_000 * MS);
+        assert!(load.has_room_at(10_000 * MS + 1));
+    }
+
+    /// Starts two workers, each with an accept loop on one listening socket that reports, for
+    /// each connection it takes, which worker took it, and keeps the connection open.
+    fn two_workers_accepting() -> (
+        Workers,
+        SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<usize>,
+    ) {
+        let workers = Workers::start(2).expect("workers");
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        socket.set_nonblocking(true).expect("non-blocking");
+        let addr = socket.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for (index, handle) in workers.handles().enumerate() {
+            let clone = socket.try_clone().expect("clone the listening socket");
+            let listening = workers.listening(index, clone).expect("register");
+            let tx = tx.clone();
+            handle.spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((tcp, _)) = listening.accept().await {
+                    held.push(tcp);
+                    let _ = tx.send(current().expect("accepted on a worker"));
+                }
+            });
+        }
+        (workers, addr, rx)
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_connections_stays_on_the_first_worker_while_it_has_room() {
+        let (_workers, addr, mut taken) = two_workers_accepting();
+        // Eight bursts of two, each finding both workers asleep.
+        let (mut clients, mut by) = (Vec::new(), Vec::new());
+        for _ in 0..8 {
+            let connects = (0..2).map(|_| tokio::net::TcpStream::connect(addr));
+            clients.extend(
+                futures_util::future::try_join_all(connects)
+                    .await
+                    .expect("connect"),
+            );
+            for _ in 0..2 {
+                by.push(taken.recv().await.expect("a worker took it"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // One allowed to stray, should the test machine stall worker 0 for a whole window;
+        // taken by whichever worker wakes first, 3 to 7 of 16 went to worker 1 (4 runs).
+        let strays = by.iter().filter(|&&worker| worker != 0).count();
+        assert!(strays <= 1, "which worker took each connection: {by:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_to_the_next_worker_while_the_first_is_stuck() {
+        let (workers, addr, mut taken) = two_workers_accepting();
+        let stuck = Duration::from_millis(600);
+        let (started, running) = oneshot::channel();
+        let first = workers.handles().next().expect("worker 0");
+        first.spawn(async move {
+            let _ = started.send(());
+            std::thread::sleep(stuck);
+        });
+        running.await.expect("worker 0 started its stuck task");
+        let began = Instant::now();
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(taken.recv().await, Some(1));
+        let waited = began.elapsed();
+        assert!(waited < stuck / 2, "taken after {waited:?}");
     }
 }

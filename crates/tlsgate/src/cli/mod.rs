@@ -113,6 +113,8 @@ struct RunArgs {
     /// Threads that serve connections (named tlsgate-worker); default one per CPU core. Each
     /// connection stays on the thread that accepted it, with the origin connections it opens, so
     /// its requests are not handed between threads; the main thread runs the admin API and reloads.
+    /// A new connection goes to the first worker with room (idle, or busy under 80 % of the last
+    /// 10 ms), so a light load stays on one thread and more spills onto the next.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }
