@@ -109,7 +109,7 @@ where
 }
 
 /// What an accepted connection holds while it is served (listener and per-source slots, the
-/// active-connection gauge); released when the last holder drops it.
+/// active-connection gauge, its seat on its worker); released when the last holder drops it.
 pub type Admitted = Arc<dyn std::any::Any + Send + Sync>;
 
 tokio::task_local! {

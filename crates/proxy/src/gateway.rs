@@ -266,7 +266,7 @@ impl Gateway {
                 continue;
             };
             // Every worker accepts from the listening socket itself (in its own reactor), so a
-            // connection is served where it was accepted: by the lowest-numbered worker with room.
+            // connection is served where it was accepted: by the worker the placement picks.
             let listening = match socket.into_std() {
                 Ok(listening) => listening,
                 Err(e) => {
@@ -274,21 +274,17 @@ impl Gateway {
                     continue;
                 }
             };
-            for (index, handle) in workers.handles().enumerate() {
-                let (rx, admission, shutdown) = (rx.clone(), admission.clone(), shutdown.clone());
-                let socket = listening
-                    .try_clone()
-                    .and_then(|std| workers.listening(index, std));
-                match socket {
-                    Ok(socket) => {
-                        let socket = Acceptor::Worker(socket);
-                        accept_loops
-                            .push(handle.spawn(accept_loop(socket, rx, admission, shutdown)));
-                    }
-                    Err(e) => {
-                        tracing::error!(listener = %listener.name, "a worker cannot accept: {e}")
-                    }
+            let listening = match workers.listen(listening) {
+                Ok(listening) => listening,
+                Err(e) => {
+                    tracing::error!(listener = %listener.name, "the workers cannot accept: {e}");
+                    continue;
                 }
+            };
+            for (socket, handle) in listening.into_iter().zip(workers.handles()) {
+                let (rx, admission, shutdown) = (rx.clone(), admission.clone(), shutdown.clone());
+                let socket = Acceptor::Worker(socket);
+                accept_loops.push(handle.spawn(accept_loop(socket, rx, admission, shutdown)));
             }
         }
         let running = Running {
@@ -407,11 +403,18 @@ enum Acceptor {
     Worker(crate::workers::Listening),
 }
 
+/// A connection's seat on its worker, if it was accepted by one.
+type Accepted = (
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+    Option<crate::workers::Seat>,
+);
+
 impl Acceptor {
-    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    async fn accept(&self) -> std::io::Result<Accepted> {
         match self {
-            Self::Runtime(socket) => socket.accept().await,
-            Self::Worker(socket) => socket.accept().await,
+            Self::Runtime(socket) => socket.accept().await.map(|(tcp, a)| (tcp, a, None)),
+            Self::Worker(socket) => socket.accept().await.map(|(tcp, a, s)| (tcp, a, Some(s))),
         }
     }
 }
@@ -436,7 +439,7 @@ async fn accept_loop(
             accepted = socket.accept() => accepted,
             () = &mut stop => return,
         };
-        let (tcp, client) = match accepted {
+        let (tcp, client, seat) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(listener = %name, "accept failed: {e}");
@@ -469,7 +472,7 @@ async fn accept_loop(
         let active = gauges.accept();
         let tunnels = tunnels.clone();
         // Held by the connection and by every task it spawns (an upgraded CONNECT outlives it).
-        let admitted: crate::context::Admitted = Arc::new((permit, source, active));
+        let admitted: crate::context::Admitted = Arc::new((permit, source, active, seat));
         task.shared
             .spawn(crate::context::ADMITTED.scope(admitted, async move {
                 conn.serve(tcp, client, tunnels).await;

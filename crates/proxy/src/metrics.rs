@@ -522,6 +522,21 @@ impl Metrics {
                 g.active.load(Ordering::Relaxed)
             );
         }
+        let workers = crate::workers::open_connections();
+        if !workers.is_empty() {
+            family(
+                &mut out,
+                "tlsgate_worker_connections",
+                "gauge",
+                "Client connections open on each worker thread (tlsgate run --placement).",
+            );
+            for (worker, open) in workers.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "tlsgate_worker_connections{{worker=\"{worker}\"}} {open}"
+                );
+            }
+        }
         family(
             &mut out,
             "tlsgate_cert_mints_total",

@@ -14,13 +14,15 @@
 //! and connection, against the two wake-ups and two reactor registrations of accepting on one
 //! thread and handing the socket to another (measured: docs/performance-log.md, Changes).
 //!
-//! A new connection goes to the lowest-numbered worker that has room ([`Listening`]): the others
-//! leave it while a worker below them is idle, or was busy less than [`FULL`] of the last
-//! [`WINDOW`]. So a light load, and a burst of keep-alive connections, stays on one thread and
+//! By default a new connection goes to the lowest-numbered worker that has room ([`Listening`]):
+//! the others leave it while a worker below them is idle, or was busy less than [`FULL`] of the
+//! last [`WINDOW`]. So a light load, and a burst of keep-alive connections, stays on one thread and
 //! its requests are never handed to a second one, which on a machine whose cores are also taken
 //! by clients and origins costs more than it adds (docs/performance.md, "Filling workers in
 //! order"); a load that fills a worker spills onto the next. Without this, the first worker to
-//! wake took each connection, and a burst was spread over all of them.
+//! wake took each connection, and a burst was spread over all of them. That is
+//! [`Placement::Fill`]; [`Placement::Balance`] gives each new connection to the worker with the
+//! fewest open ones instead, for long-lived connections on machines with cores to spare.
 //!
 //! Without workers (`Gateway::with_workers` not called, as in the library's tests), connections
 //! are served on the runtime that accepts them, as before.
@@ -29,7 +31,7 @@ use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 thread_local! {
     static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
@@ -55,6 +57,21 @@ pub fn current() -> Option<usize> {
 /// How many worker indexes [`current`] can return in this process (0 before workers start).
 pub fn most() -> usize {
     MOST.load(Ordering::Relaxed)
+}
+
+/// The loads of the [`Workers`] started last in this process, while they run: what
+/// [`open_connections`] reads.
+static STARTED: Mutex<Option<Weak<[Arc<Load>]>>> = Mutex::new(None);
+
+/// Connections open on each worker of the running [`Workers`], by index (empty without workers):
+/// the `tlsgate_worker_connections` gauge.
+pub fn open_connections() -> Vec<usize> {
+    let started = STARTED.lock().unwrap_or_else(PoisonError::into_inner);
+    started
+        .as_ref()
+        .and_then(Weak::upgrade)
+        .map(|loads| loads.iter().map(|load| load.open()).collect())
+        .unwrap_or_default()
 }
 
 /// How long a worker's busy share is measured over, and how long a worker may run without going
@@ -89,6 +106,9 @@ pub struct Load {
     busy: AtomicU64,
     /// Busy share of the last whole window, in 1/1024ths.
     last: AtomicU64,
+    /// Connections open on this worker: accepted, and not yet ended with everything they
+    /// started ([`Seat`]).
+    open: AtomicUsize,
 }
 
 impl Load {
@@ -136,25 +156,82 @@ impl Load {
         self.window.store(now, Ordering::Relaxed);
     }
 
-    /// Whether the worker can take a new connection: it is asleep, or it has not been running for
-    /// a whole window without a break and was busy less than [`FULL`] of the last one.
-    pub fn has_room(&self) -> bool {
-        self.has_room_at(now_ns())
+    /// Whether the worker can take a new connection under [`Placement::Fill`]: it is asleep, or it
+    /// has not been running for a whole window without a break and was busy less than [`FULL`] of
+    /// the last one.
+    fn has_room_at(&self, now: u64) -> bool {
+        self.parked.load(Ordering::Relaxed)
+            || (self.responsive_at(now) && self.last.load(Ordering::Relaxed) < FULL)
     }
 
-    fn has_room_at(&self, now: u64) -> bool {
+    /// Whether the worker would take a connection left to it soon: it is asleep (a new connection
+    /// wakes it), or it has not been running for a whole [`WINDOW`] without a break.
+    fn responsive_at(&self, now: u64) -> bool {
         if self.parked.load(Ordering::Relaxed) {
             return true;
         }
-        let running = now.saturating_sub(self.since.load(Ordering::Relaxed));
-        running < WINDOW.as_nanos() as u64 && self.last.load(Ordering::Relaxed) < FULL
+        now.saturating_sub(self.since.load(Ordering::Relaxed)) < WINDOW.as_nanos() as u64
+    }
+
+    /// How many connections are open on the worker.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 }
 
-/// Whether worker `index` should leave a new connection to a lower-numbered worker: one of them
-/// has room, and (being awake, or woken by the same connection) will accept it.
-fn leave_to_lower(loads: &[Arc<Load>], index: usize) -> bool {
-    loads.iter().take(index).any(|load| load.has_room())
+/// A connection's place on the worker that accepted it, counted in that worker's [`Load::open`]
+/// until dropped. The gateway keeps it with the connection's admission, so it lasts as long as
+/// everything the connection started.
+#[derive(Debug)]
+pub struct Seat(Arc<Load>);
+
+impl Seat {
+    fn take(load: &Arc<Load>) -> Self {
+        load.open.fetch_add(1, Ordering::Relaxed);
+        Self(load.clone())
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How new connections are placed on the workers (`tlsgate run --placement`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// The lowest-numbered worker with room (asleep, or busy under [`FULL`] of its last
+    /// [`WINDOW`] and not running a whole one without a break): a light load, and a burst of
+    /// keep-alive connections, stays on one thread, and a load that fills it spills onto the
+    /// next. Cheapest where clients and origins share the machine's cores.
+    #[default]
+    Fill,
+    /// The worker with the fewest open connections (the lowest-numbered of those), skipping one
+    /// that has been running a whole [`WINDOW`] without a break: even numbers of connections per
+    /// worker, like Envoy's `exact_balance`. For long-lived connections on a machine with cores to
+    /// spare, where a burst that fills one worker would stay there.
+    Balance,
+}
+
+/// Whether worker `index` should leave a new connection to another worker under `placement`.
+fn leave_to_other(placement: Placement, loads: &[Arc<Load>], index: usize, now: u64) -> bool {
+    match placement {
+        Placement::Fill => loads.iter().take(index).any(|load| load.has_room_at(now)),
+        Placement::Balance => balance_target(loads, now).is_some_and(|target| target != index),
+    }
+}
+
+/// The worker that should take the next connection under [`Placement::Balance`]: the fewest open
+/// connections among the responsive workers, the lowest index on a tie; none if no worker is
+/// responsive (then whoever is woken takes it).
+fn balance_target(loads: &[Arc<Load>], now: u64) -> Option<usize> {
+    loads
+        .iter()
+        .enumerate()
+        .filter(|(_, load)| load.responsive_at(now))
+        .min_by_key(|&(index, load)| (load.open(), index))
+        .map(|(index, _)| index)
 }
 
 /// The name of a worker thread (what `top -H` and `/proc/PID/task/*/comm` show).
@@ -166,6 +243,7 @@ pub struct Workers {
     workers: Vec<Worker>,
     /// Each worker's, by index.
     loads: Arc<[Arc<Load>]>,
+    placement: Placement,
 }
 
 #[derive(Debug)]
@@ -176,8 +254,8 @@ struct Worker {
 }
 
 impl Workers {
-    /// Starts `count` (at least 1) worker threads.
-    pub fn start(count: usize) -> io::Result<Self> {
+    /// Starts `count` (at least 1) worker threads, placing new connections on them by `placement`.
+    pub fn start(count: usize, placement: Placement) -> io::Result<Self> {
         let mut workers = Vec::with_capacity(count.max(1));
         MOST.fetch_max(count.max(1), Ordering::Relaxed);
         let loads: Arc<[Arc<Load>]> = (0..count.max(1)).map(|_| Arc::new(Load::new())).collect();
@@ -209,7 +287,12 @@ impl Workers {
                 thread: Some(thread),
             });
         }
-        Ok(Self { workers, loads })
+        *STARTED.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::downgrade(&loads));
+        Ok(Self {
+            workers,
+            loads,
+            placement,
+        })
     }
 
     /// How many worker threads serve connections.
@@ -227,64 +310,119 @@ impl Workers {
         self.workers.iter().map(|w| &w.handle)
     }
 
-    /// Registers `socket` (non-blocking) in worker `index`'s reactor, for it to accept from.
-    pub fn listening(&self, index: usize, socket: std::net::TcpListener) -> io::Result<Listening> {
-        let handle = &self
-            .workers
-            .get(index)
-            .ok_or(io::ErrorKind::NotFound)?
-            .handle;
-        let _entered = handle.enter();
-        // Deprecated because a `T` that does not own its descriptor could let it be closed while
-        // registered; the `unsafe` replacement is out (the workspace forbids it). Sound here: the
-        // listener owns its descriptor, and the `AsyncFd` owns the listener until it deregisters.
-        #[allow(deprecated)]
-        let socket = AsyncFd::with_interest(socket, Interest::READABLE)?;
-        Ok(Listening {
-            socket,
-            index,
-            loads: self.loads.clone(),
-        })
+    /// Registers `socket` (non-blocking) in every worker's reactor: one [`Listening`] per worker,
+    /// by index, for that worker to accept from.
+    pub fn listen(&self, socket: std::net::TcpListener) -> io::Result<Vec<Listening>> {
+        let wakes: Arc<[Notify]> = self.workers.iter().map(|_| Notify::new()).collect();
+        let mut listening = Vec::with_capacity(self.workers.len());
+        for (index, worker) in self.workers.iter().enumerate() {
+            let _entered = worker.handle.enter();
+            // Deprecated because a `T` that does not own its descriptor could let it be closed
+            // while registered; the `unsafe` replacement is out (the workspace forbids it). Sound
+            // here: the listener owns its descriptor, and the `AsyncFd` owns the listener until it
+            // deregisters.
+            #[allow(deprecated)]
+            let socket = AsyncFd::with_interest(socket.try_clone()?, Interest::READABLE)?;
+            listening.push(Listening {
+                socket,
+                index,
+                loads: self.loads.clone(),
+                placement: self.placement,
+                wakes: wakes.clone(),
+            });
+        }
+        Ok(listening)
     }
 }
 
 /// A worker's own registration of a listening socket. Its [`accept`](Self::accept) takes a new
-/// connection only when no lower-numbered worker has room for it.
+/// connection only when the [`Placement`] does not leave it to another worker.
 #[derive(Debug)]
 pub struct Listening {
     socket: AsyncFd<std::net::TcpListener>,
     index: usize,
     loads: Arc<[Arc<Load>]>,
+    placement: Placement,
+    /// Per worker, for this socket: told to look again when it has become the one to take the
+    /// next connection ([`Placement::Balance`]).
+    wakes: Arc<[Notify]>,
 }
 
 impl Listening {
-    /// The next connection this worker takes. A connection it leaves wakes the lower worker that
-    /// has room as well, since every worker's reactor watches the socket. In case that worker is
-    /// stuck, it looks again one [`WINDOW`] later, and takes the connection if it is still there
-    /// and no lower worker has room any more.
-    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+    /// The next connection this worker takes, with its [`Seat`]. A connection it leaves has woken
+    /// the worker it is left to as well, since every worker's reactor watches the socket, or that
+    /// worker is told to look by the one that took the connection before (under
+    /// [`Placement::Balance`], whose turns change with every connection). In case it is stuck,
+    /// this worker looks again one [`WINDOW`] later, and takes the connection if it is still there
+    /// and not left to another worker any more.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr, Seat)> {
+        let told = &self.wakes[self.index];
         loop {
-            let mut ready = self.socket.readable().await?;
-            if leave_to_lower(&self.loads, self.index) {
-                tokio::time::sleep(WINDOW).await;
-                if leave_to_lower(&self.loads, self.index) {
-                    ready.clear_ready();
-                    continue;
-                }
-            }
-            let Ok(accepted) = ready.try_io(|socket| {
-                socket2::SockRef::from(socket.get_ref())
-                    .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-            }) else {
-                continue;
+            let ready = match self.placement {
+                Placement::Fill => Some(self.socket.readable().await?),
+                Placement::Balance => tokio::select! {
+                    ready = self.socket.readable() => Some(ready?),
+                    () = told.notified() => None,
+                },
             };
-            let (socket, addr) = accepted?;
-            let client = addr.as_socket().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "not an IP peer address")
-            })?;
-            return Ok((TcpStream::from_std(socket.into())?, client));
+            if let Some(mut ready) = ready {
+                if !self.leave() {
+                    match ready.try_io(|socket| accept4(socket.get_ref())) {
+                        Ok(accepted) => return self.seated(accepted),
+                        Err(_would_block) => continue,
+                    }
+                }
+                ready.clear_ready();
+                drop(ready);
+                let _ = tokio::time::timeout(WINDOW, told.notified()).await;
+            }
+            if self.leave() {
+                // Still another worker's turn: make sure it looks (it may have been told to
+                // before its turn came, and gone back to waiting).
+                self.tell_next();
+                continue;
+            }
+            match accept4(self.socket.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                accepted => return self.seated(accepted),
+            }
         }
     }
+
+    fn leave(&self) -> bool {
+        leave_to_other(self.placement, &self.loads, self.index, now_ns())
+    }
+
+    /// Under [`Placement::Balance`], tells the worker whose turn it is now to look: a connection
+    /// may be queued already, and this worker may have taken its readiness.
+    fn tell_next(&self) {
+        if self.placement == Placement::Balance
+            && let Some(next) = balance_target(&self.loads, now_ns())
+        {
+            self.wakes[next].notify_one();
+        }
+    }
+
+    fn seated(
+        &self,
+        accepted: io::Result<(std::net::TcpStream, SocketAddr)>,
+    ) -> io::Result<(TcpStream, SocketAddr, Seat)> {
+        let (socket, client) = accepted?;
+        let seat = Seat::take(&self.loads[self.index]);
+        self.tell_next();
+        Ok((TcpStream::from_std(socket)?, client, seat))
+    }
+}
+
+/// Accepts a connection from the non-blocking listening `socket` as mio does: non-blocking and
+/// close-on-exec in the same call.
+fn accept4(socket: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (socket, addr) =
+        socket2::SockRef::from(socket).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+    let client = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP peer address"))?;
+    Ok((socket.into(), client))
 }
 
 impl Drop for Workers {
@@ -308,7 +446,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_worker_runs_its_tasks_on_its_own_named_thread() {
-        let workers = Workers::start(2).expect("workers");
+        let workers = Workers::start(2, Placement::Fill).expect("workers");
         assert!(most() >= 2);
         let mut seen = Vec::new();
         for handle in workers.handles() {
@@ -357,26 +495,56 @@ mod tests {
         assert!(load.has_room_at(10_000 * MS + 1));
     }
 
-    /// Starts two workers, each with an accept loop on one listening socket that reports, for
-    /// each connection it takes, which worker took it, and keeps the connection open.
-    fn two_workers_accepting() -> (
+    #[test]
+    fn balance_picks_the_responsive_worker_with_the_fewest_open_connections() {
+        let loads: Vec<Arc<Load>> = (0..3).map(|_| Arc::new(Load::new())).collect();
+        let seats = |worker: usize, count: usize| -> Vec<Seat> {
+            (0..count).map(|_| Seat::take(&loads[worker])).collect()
+        };
+        // A tie goes to the lowest index.
+        assert_eq!(balance_target(&loads, MS), Some(0));
+        let first = seats(0, 2);
+        let _second = seats(1, 1);
+        assert_eq!(balance_target(&loads, MS), Some(2));
+        let _third = seats(2, 3);
+        assert_eq!(balance_target(&loads, MS), Some(1));
+        assert!(leave_to_other(Placement::Balance, &loads, 0, MS));
+        assert!(!leave_to_other(Placement::Balance, &loads, 1, MS));
+        // Closed connections give their seats back.
+        drop(first);
+        assert_eq!(loads[0].open(), 0);
+        assert_eq!(balance_target(&loads, MS), Some(0));
+        // A worker running a whole window without a break is passed over.
+        loads[0].unpark_at(MS);
+        assert_eq!(balance_target(&loads, 2 * MS), Some(0));
+        assert_eq!(balance_target(&loads, 12 * MS), Some(1));
+        // Under fill, only a lower worker with room takes a connection from another.
+        assert!(!leave_to_other(Placement::Fill, &loads, 0, MS));
+        assert!(leave_to_other(Placement::Fill, &loads, 1, MS));
+    }
+
+    /// Starts two workers placing by `placement`, each with an accept loop on one listening
+    /// socket that reports, for each connection it takes, which worker took it, and keeps the
+    /// connection open.
+    fn two_workers_accepting(
+        placement: Placement,
+    ) -> (
         Workers,
         SocketAddr,
         tokio::sync::mpsc::UnboundedReceiver<usize>,
     ) {
-        let workers = Workers::start(2).expect("workers");
+        let workers = Workers::start(2, placement).expect("workers");
         let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         socket.set_nonblocking(true).expect("non-blocking");
         let addr = socket.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        for (index, handle) in workers.handles().enumerate() {
-            let clone = socket.try_clone().expect("clone the listening socket");
-            let listening = workers.listening(index, clone).expect("register");
+        let listening = workers.listen(socket).expect("register");
+        for (listening, handle) in listening.into_iter().zip(workers.handles()) {
             let tx = tx.clone();
             handle.spawn(async move {
                 let mut held = Vec::new();
-                while let Ok((tcp, _)) = listening.accept().await {
-                    held.push(tcp);
+                while let Ok(accepted) = listening.accept().await {
+                    held.push(accepted);
                     let _ = tx.send(current().expect("accepted on a worker"));
                 }
             });
@@ -386,7 +554,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_connections_stays_on_the_first_worker_while_it_has_room() {
-        let (_workers, addr, mut taken) = two_workers_accepting();
+        let (_workers, addr, mut taken) = two_workers_accepting(Placement::Fill);
         // Eight bursts of two, each finding both workers asleep.
         let (mut clients, mut by) = (Vec::new(), Vec::new());
         for _ in 0..8 {
@@ -409,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_goes_to_the_next_worker_while_the_first_is_stuck() {
-        let (workers, addr, mut taken) = two_workers_accepting();
+        let (workers, addr, mut taken) = two_workers_accepting(Placement::Fill);
         let stuck = Duration::from_millis(600);
         let (started, running) = oneshot::channel();
         let first = workers.handles().next().expect("worker 0");
@@ -423,5 +591,33 @@ mod tests {
         assert_eq!(taken.recv().await, Some(1));
         let waited = began.elapsed();
         assert!(waited < stuck / 2, "taken after {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn balance_spreads_a_burst_evenly_without_waiting() {
+        let (_workers, addr, mut taken) = two_workers_accepting(Placement::Balance);
+        let count = 64;
+        let began = Instant::now();
+        let connects = (0..count).map(|_| tokio::net::TcpStream::connect(addr));
+        let _clients = futures_util::future::try_join_all(connects)
+            .await
+            .expect("connect");
+        let mut by = [0; 2];
+        for _ in 0..count {
+            let worker = tokio::time::timeout(Duration::from_secs(5), taken.recv()).await;
+            by[worker.expect("each connection taken").expect("accepting")] += 1;
+        }
+        let waited = began.elapsed();
+        // Turn about, 32 each, unless the test machine stalls a worker for a whole window.
+        assert!(
+            by[0].min(by[1]) >= count / 3,
+            "taken by worker 0 and 1: {by:?}"
+        );
+        // Each connection taken at once by the worker whose turn it is: without the worker that
+        // took one telling the next, most would wait out a look again (10 ms each).
+        assert!(
+            waited < Duration::from_millis(320),
+            "all taken after {waited:?}"
+        );
     }
 }

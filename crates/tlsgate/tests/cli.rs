@@ -683,3 +683,85 @@ fn run_serves_with_the_workers_asked_for() {
         stderr(&output)
     );
 }
+
+/// `tlsgate_worker_connections` from the admin API at `admin`, by worker index.
+fn worker_connections(admin: std::net::SocketAddr) -> Vec<u64> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{admin}/metrics"))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("tlsgate_worker_connections{worker=\""))
+        .filter_map(|rest| rest.split_once("\"} ")?.1.parse().ok())
+        .collect()
+}
+
+#[test]
+fn run_places_new_connections_on_the_workers_as_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = relay_config(dir.path());
+    let mut text = fs::read_to_string(&config).expect("read config");
+    text.push_str("admin:\n  listen: 127.0.0.1:0\n");
+    write(&config, &text, 0o644);
+    // Six idle connections, one at a time: fill keeps them on worker 0 (asleep between them, so
+    // it has room), balance deals them out.
+    for (placement, want) in [("fill", [6, 0]), ("balance", [3, 3])] {
+        let child = Command::new(env!("CARGO_BIN_EXE_tlsgate"))
+            .args(["run", "--config", &config.to_string_lossy()])
+            .args([
+                "--log-level",
+                "warn",
+                "--workers",
+                "2",
+                "--placement",
+                placement,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tlsgate run");
+        let mut child = ChildGuard(child);
+        let mut lines = BufReader::new(child.0.stdout.take().expect("piped stdout")).lines();
+        let mut addr = |name: &str| -> std::net::SocketAddr {
+            let line = lines.next().expect("a line").expect("read stdout");
+            let addr = line.strip_prefix(&format!("listening: {name} "));
+            let addr = addr.unwrap_or_else(|| panic!("{line:?}"));
+            addr.parse().expect("an address")
+        };
+        let (relay, admin) = (addr("relay"), addr("admin"));
+        wait_for_worker_threads(child.0.id(), 2);
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            held.push(std::net::TcpStream::connect(relay).expect("connect"));
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = worker_connections(admin);
+        while seen.iter().sum::<u64>() < 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            seen = worker_connections(admin);
+        }
+        assert_eq!(seen, want, "--placement {placement}");
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while worker_connections(admin) != [0, 0] && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            worker_connections(admin),
+            [0, 0],
+            "seats given back on close"
+        );
+        terminate(&mut child);
+    }
+
+    let output = tlsgate(&["run", "--placement", "round-robin"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("possible values: fill, balance"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -11,7 +11,7 @@ mod run;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const LONG_ABOUT: &str = "\
 tlsgate is a TLS-aware egress gateway. One binary, one YAML config, three jobs:
@@ -113,10 +113,33 @@ struct RunArgs {
     /// Threads that serve connections (named tlsgate-worker); default one per CPU core. Each
     /// connection stays on the thread that accepted it, with the origin connections it opens, so
     /// its requests are not handed between threads; the main thread runs the admin API and reloads.
-    /// A new connection goes to the first worker with room (idle, or busy under 80 % of the last
-    /// 10 ms), so a light load stays on one thread and more spills onto the next.
+    /// --placement says which worker takes a new connection.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Which worker takes a new connection (a connection never moves once taken).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Placement::Fill)]
+    placement: Placement,
+}
+
+/// `--placement` (tlsgate_proxy::workers::Placement).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Placement {
+    /// The first worker with room (idle, or busy under 80 % of the last 10 ms): a light load or
+    /// a burst of keep-alive connections stays on one thread, more spills onto the next. Cheapest
+    /// where clients and origins share the cores
+    Fill,
+    /// The worker with the fewest open connections: long-lived connections opened in a burst are
+    /// spread evenly. For machines with cores to spare
+    Balance,
+}
+
+impl From<Placement> for tlsgate_proxy::workers::Placement {
+    fn from(placement: Placement) -> Self {
+        match placement {
+            Placement::Fill => Self::Fill,
+            Placement::Balance => Self::Balance,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +156,7 @@ pub fn main() -> ExitCode {
             args.listen,
             args.log_level.as_deref(),
             args.workers,
+            args.placement.into(),
         ),
         Command::Check(args) => check::check(&args.config),
         Command::Demo(DemoCommand::Tunnel) => demo::tunnel(),

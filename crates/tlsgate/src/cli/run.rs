@@ -11,7 +11,7 @@ use tlsgate_ca::{Algorithm, CaParams, CertAuthority};
 use tlsgate_proxy::Gateway;
 use tlsgate_proxy::config::Config;
 use tlsgate_proxy::reload::ConfigSource;
-use tlsgate_proxy::workers::Workers;
+use tlsgate_proxy::workers::{Placement, Workers};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -31,12 +31,14 @@ const DEFAULT_CA_DAYS: u32 = 3650;
 const TRY_URL: &str = "https://example.com/";
 
 /// `config`: the file to run; `None` runs the default intercepting proxy on `listen`.
-/// `workers`: the threads that serve connections; `None`: one per CPU core.
+/// `workers`: the threads that serve connections; `None`: one per CPU core. `placement`: which of
+/// them takes a new connection.
 pub fn run(
     config: Option<&Path>,
     listen: SocketAddr,
     log_level: Option<&str>,
     workers: Option<u16>,
+    placement: Placement,
 ) -> ExitCode {
     if let Err(err) = init_tracing(log_level) {
         return fail(&err);
@@ -53,7 +55,8 @@ pub fn run(
         .build()
         .context("starting the async runtime");
     let result = runtime.and_then(|rt| {
-        let workers = Arc::new(Workers::start(workers).context("starting the worker threads")?);
+        let workers =
+            Arc::new(Workers::start(workers, placement).context("starting the worker threads")?);
         rt.block_on(async {
             match config {
                 Some(path) => serve(load_file(path)?, None, file_source(path), workers).await,
