@@ -34,7 +34,8 @@ pub use origin::{
     Origin, pattern, pattern_byte, spawn_http_origin, spawn_https_origin, spawn_https_origin_at,
 };
 pub use process::{
-    ChildGuard, NetSocket, TlsgateRun, fd_targets, net_sockets, rss_kib, socket_inode, thread_names,
+    ChildGuard, NetSocket, TlsgateRun, fd_targets, metrics_text, net_sockets, rss_kib,
+    socket_inode, thread_names,
 };
 
 /// Installs a tracing subscriber writing through the test harness (so output is captured per

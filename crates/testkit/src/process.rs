@@ -103,6 +103,17 @@ impl Drop for ChildGuard {
 /// How long a `tlsgate run` child may take to print its listeners.
 const LISTENERS_WAIT: Duration = Duration::from_secs(20);
 
+/// The `/metrics` text of the admin API at `admin`, fetched with curl (10 s at most; empty if it
+/// fails).
+pub fn metrics_text(admin: std::net::SocketAddr) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{admin}/metrics"))
+        .output();
+    out.map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// A `tlsgate run` child and the addresses its listeners announced (`listening: NAME ADDR` on
 /// stdout). A thread drains stdout for the child's whole life, so a late line never meets a closed
 /// pipe; the lines after the announcements (an access log on `-`, say) arrive on `lines`.

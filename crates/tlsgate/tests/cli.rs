@@ -686,12 +686,7 @@ fn run_serves_with_the_workers_asked_for() {
 
 /// `tlsgate_worker_connections` from the admin API at `admin`, by worker index.
 fn worker_connections(admin: std::net::SocketAddr) -> Vec<u64> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{admin}/metrics"))
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
+    tlsgate_testkit::metrics_text(admin)
         .lines()
         .filter_map(|line| line.strip_prefix("tlsgate_worker_connections{worker=\""))
         .filter_map(|rest| rest.split_once("\"} ")?.1.parse().ok())

@@ -270,12 +270,7 @@ pub fn admin_post(admin: SocketAddr, path: &str) -> (u16, String) {
 
 /// The value of one metric line (`name{labels}`) in `/metrics`.
 pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{admin}/metrics"))
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
+    tlsgate_testkit::metrics_text(admin)
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
