@@ -584,14 +584,16 @@ class Bench:
 
     # What a unit of work costs in kernel crossings: every system call, every time a thread of the
     # measured processes is switched out (blocking or preempted), every wake-up it issues.
+    # Minor page faults: memory the allocator gave back to the kernel and touched again (each
+    # fault zeroes a fresh page), which CPU profiles show only as scattered kernel time.
     STAT_EVENTS = {"raw_syscalls:sys_enter": "syscalls", "sched:sched_switch": "switches",
-                   "sched:sched_wakeup": "wakeups"}
+                   "sched:sched_wakeup": "wakeups", "minor-faults": "faults"}
     # `--allocs`: calls into the C allocator (uprobes on libc's entry points, set up by
     # `add_alloc_probes`), summed as one figure. Deterministic where CPU time is noisy: what a
     # change to the data path's allocations does shows here first.
     ALLOC_EVENTS = {"probe_libc:malloc": "allocs", "probe_libc:calloc": "allocs",
                     "probe_libc:realloc": "allocs"}
-    FIGURES = ("syscalls", "switches", "wakeups", "allocs")
+    FIGURES = ("syscalls", "switches", "wakeups", "faults", "allocs")
 
     def start_stat(self, pids):
         """`perf stat` counting `stat_events` over every process of the tool (all their threads)."""
@@ -902,6 +904,7 @@ FIGURE_TEXT = {
     "syscalls": "system calls",
     "switches": "context switches (a thread of the tool switched out: blocked or preempted)",
     "wakeups": "wake-ups it issued",
+    "faults": "minor page faults",
     "allocs": "calls into the C allocator (malloc, calloc, realloc)",
 }
 
