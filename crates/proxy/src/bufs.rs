@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 /// Room a kept buffer has at least: the splice's read size and the outer layer's read chunk.
 pub const SIZE: usize = 64 * 1024;
@@ -67,6 +67,33 @@ pub fn give(buf: &mut BytesMut) {
             kept.push(buf);
         }
     });
+}
+
+/// The bytes in `buf` as [`Bytes`] for a reader that keeps them a while (h2, until it has written
+/// them out), without copying. The buffer goes back to the kept buffers ([`give`]) of the thread
+/// that drops the last of them, instead of to the allocator. Before, such a buffer was frozen and
+/// freed when written: a 64 KiB allocation per chunk read, which the allocator often gave back to
+/// the kernel, so that the next one was faulted in again page by page (5.1 minor page faults per MB
+/// through the h2 transport in T1, against 0.03 through `tls`). Now a chunk costs one small
+/// allocation (the shared owner) and the big buffer is reused.
+pub fn share(buf: BytesMut) -> Bytes {
+    Bytes::from_owner(Kept(buf))
+}
+
+/// A buffer shared as [`Bytes`] ([`share`]); given back when the last of them is dropped.
+struct Kept(BytesMut);
+
+impl AsRef<[u8]> for Kept {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.0.clear();
+        give(&mut self.0);
+    }
 }
 
 /// Buffers this thread keeps now.
@@ -132,6 +159,27 @@ mod tests {
         let mut huge = BytesMut::with_capacity(MAX_KEPT + 1);
         give(&mut huge);
         assert_eq!(kept(), 0);
+    }
+
+    #[test]
+    fn a_shared_buffer_comes_back_when_the_last_of_its_bytes_is_dropped() {
+        clear();
+        let mut buf = take();
+        buf.extend_from_slice(b"a DATA frame's payload");
+        let at = buf.as_ptr();
+        let shared = share(buf);
+        assert_eq!(&shared[..], b"a DATA frame's payload");
+        assert_eq!(shared.as_ptr(), at, "shared without a copy");
+        let (mut head, tail) = (shared.clone(), shared);
+        head.truncate(6);
+        drop(tail);
+        assert_eq!(kept(), 0, "still in use by one of them");
+        assert_eq!(&head[..], b"a DATA");
+        drop(head);
+        assert_eq!(kept(), 1);
+        let again = take();
+        assert_eq!(again.as_ptr(), at, "the same allocation, emptied");
+        assert!(again.is_empty() && again.capacity() >= SIZE);
     }
 
     #[test]

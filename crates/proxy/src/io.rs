@@ -474,7 +474,8 @@ where
 /// back to the thread's kept buffers ([`bufs`]), and the next wake-up takes one from there
 /// (uninitialised, so neither zeroing nor page faults). An idle tunnel therefore keeps no copy
 /// buffer, and a busy one does not allocate per request. Bytes bound for an HTTP/2 end leave as that
-/// buffer, frozen (`chunk`), so h2 owns it and the next read needs another; bytes received from one
+/// buffer, shared (`chunk`, [`bufs::share`]): h2 holds it until written, then it goes back to the
+/// thread's kept buffers, and the next read takes one from there; bytes received from one
 /// arrive as h2's own buffer (`chunk`), written out as they are. Bytes read from the outer TLS
 /// layer arrive as slices of the buffer its records were opened in (`chunks`), written out in one
 /// vectored write and dropped as soon as written, so that layer reads into the same buffer again.
@@ -575,7 +576,10 @@ impl Direction {
                     // Only one of `buf`, `chunk` and `chunks` holds bytes at a time.
                     self.chunk = match self.chunks.pop() {
                         Some(chunk) => chunk,
-                        None => self.buf.split().freeze(),
+                        None if self.buf.is_empty() => Bytes::new(),
+                        // h2 keeps the buffer until it has written it out; it then goes back to
+                        // the thread's kept buffers for a next read to take.
+                        None => bufs::share(std::mem::take(&mut self.buf)),
                     };
                 }
                 while !self.chunk.is_empty() {
@@ -762,6 +766,59 @@ pub(crate) mod tests {
         let (edge_side, relay_side) = h2_stream_pair().await;
         let upstream: End<tokio::io::DuplexStream> = End::H2(edge_side);
         assert_splices_exactly(End::Stream(client), client_peer, upstream, relay_side).await;
+    }
+
+    /// Bytes read for an HTTP/2 end go to h2 in the buffer they were read into, which comes back
+    /// to the thread's kept buffers once h2 has written them out ([`bufs::share`]): the next read
+    /// takes it again instead of a new allocation (frozen, it was freed to the allocator).
+    #[tokio::test]
+    async fn a_buffer_handed_to_h2_comes_back_once_written() {
+        crate::bufs::clear();
+        let (mut feed, reader) = tokio::io::duplex(64 * 1024);
+        let (edge_side, mut relay_side) = h2_stream_pair().await;
+        let mut reader = End::Stream(reader);
+        let mut writer: End<tokio::io::DuplexStream> = End::H2(edge_side);
+        let activity = Activity::new();
+        let mut dir = Direction::default();
+        let chunk = pattern(10_000, 3);
+        let mut used = None;
+        for round in 0..3 {
+            feed.write_all(&chunk).await.unwrap();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let poll = dir.poll_copy(&mut cx, &activity, &mut reader, &mut writer);
+            assert!(
+                poll.is_pending(),
+                "round {round}: everything read was handed over"
+            );
+            let mut got = vec![0; chunk.len()];
+            tokio::time::timeout(Duration::from_secs(5), relay_side.read_exact(&mut got))
+                .await
+                .expect("the peer received the bytes")
+                .unwrap();
+            assert_eq!(got, chunk);
+            // Two buffers: the one the bytes went to h2 in, which h2's connection task lets go
+            // of once it has written them, and the one the direction then tried to read into
+            // (given back when the reader had nothing).
+            let back = async {
+                while crate::bufs::kept() < 2 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), back)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the buffer never came back"));
+            let mut both = [crate::bufs::take(), crate::bufs::take()];
+            let mut ptrs = both.each_ref().map(|buf| buf.as_ptr());
+            ptrs.sort();
+            assert_eq!(
+                *used.get_or_insert(ptrs),
+                ptrs,
+                "round {round}: the same two buffers"
+            );
+            for buf in &mut both {
+                crate::bufs::give(buf);
+            }
+        }
     }
 
     /// The relay's orientation: the HTTP/2 stream is the client side.
