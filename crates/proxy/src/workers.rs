@@ -374,9 +374,9 @@ impl Listening {
     /// the worker it is left to as well, since every worker's reactor watches the socket. Under
     /// [`Placement::Balance`], whose turns change with every accept and close, that worker may
     /// have looked before its turn came, so it is also told to look: by this worker as it leaves
-    /// the connection, and by each worker that takes one. In case it is stuck,
-    /// this worker looks again one [`WINDOW`] later, and takes the connection if it is still there
-    /// and not left to another worker any more.
+    /// the connection, and by each worker that takes one. In case that worker is stuck, this one
+    /// looks again one [`WINDOW`] later, and takes the connection if it is still there and not left
+    /// to another worker any more.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr, Seat)> {
         let told = &self.wakes[self.index];
         loop {
