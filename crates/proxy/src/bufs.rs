@@ -72,10 +72,10 @@ pub fn give(buf: &mut BytesMut) {
 /// The bytes in `buf` as [`Bytes`] for a reader that keeps them a while (h2, until it has written
 /// them out), without copying. The buffer goes back to the kept buffers ([`give`]) of the thread
 /// that drops the last of them, instead of to the allocator. Before, such a buffer was frozen and
-/// freed when written: a 64 KiB allocation per chunk read, which the allocator often gave back to
-/// the kernel, so that the next one was faulted in again page by page (5.1 minor page faults per MB
-/// through the h2 transport in T1, against 0.03 through `tls`). Now a chunk costs one small
-/// allocation (the shared owner) and the big buffer is reused.
+/// freed once written, and the next read needed a new 64 KiB one; with the split that froze it,
+/// two allocations per chunk (4.3 allocator calls per T3 h2 request, edge and relay together,
+/// against 2.4 now: `bench/run.sh --allocs`). Now a chunk costs one small allocation (the shared
+/// owner) and the big buffer is reused.
 pub fn share(buf: BytesMut) -> Bytes {
     Bytes::from_owner(Kept(buf))
 }
