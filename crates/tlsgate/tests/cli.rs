@@ -25,6 +25,14 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs `tlsgate args` and asserts a usage error: exit status 2, and `says` in the message.
+fn assert_usage_error(args: &[&str], says: &str) {
+    let output = tlsgate(args);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains(says), "{message}");
+}
+
 fn write(path: &Path, text: &str, mode: u32) {
     fs::create_dir_all(path.parent().expect("file in a directory")).expect("mkdir");
     fs::write(path, text).expect("write file");
@@ -486,12 +494,9 @@ listeners:
 
 #[test]
 fn run_refuses_listen_together_with_config() {
-    let output = tlsgate(&["run", "--config", "tlsgate.yaml", "--listen", "127.0.0.1:0"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("cannot be used with"),
-        "{}",
-        stderr(&output)
+    assert_usage_error(
+        &["run", "--config", "tlsgate.yaml", "--listen", "127.0.0.1:0"],
+        "cannot be used with",
     );
 }
 
@@ -675,13 +680,7 @@ fn run_serves_with_the_workers_asked_for() {
         terminate(&mut child);
     }
 
-    let output = tlsgate(&["run", "--workers", "0"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("0 is not in 1..=1024"),
-        "{}",
-        stderr(&output)
-    );
+    assert_usage_error(&["run", "--workers", "0"], "0 is not in 1..=1024");
 }
 
 /// `tlsgate_worker_connections` from the admin API at `admin`, by worker index.
@@ -752,11 +751,8 @@ fn run_places_new_connections_on_the_workers_as_asked() {
         terminate(&mut child);
     }
 
-    let output = tlsgate(&["run", "--placement", "round-robin"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("possible values: fill, balance"),
-        "{}",
-        stderr(&output)
+    assert_usage_error(
+        &["run", "--placement", "round-robin"],
+        "possible values: fill, balance",
     );
 }
